@@ -1,0 +1,62 @@
+"""Layers whose weights may be stored in one dtype/device and computed in another.
+
+ComfyUI builds its models through an ``operations`` object for the same reason: the model code stays
+plain while weight casting (fp8 storage, bf16 compute), offload and LoRA patching live here.
+Every layer casts its parameters to the input's dtype and device at call time; when they already
+match, nothing is copied.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def cast_to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """``t`` on ``like``'s device and in its dtype, without a copy when both already match."""
+    if t is None or (t.dtype == like.dtype and t.device == like.device):
+        return t
+    return t.to(device=like.device, dtype=like.dtype, non_blocking=True)
+
+
+class Linear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, cast_to(self.weight, x), cast_to(self.bias, x))
+
+
+class Conv2d(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, cast_to(self.weight, x), cast_to(self.bias, x))
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 and returned in the input dtype (EasyAnimate's FP32LayerNorm).
+
+    With ``fp32=False`` it computes in the input dtype, like ``torch.nn.LayerNorm`` on half inputs.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, elementwise_affine: bool = True, fp32: bool = True, **kw) -> None:
+        super().__init__(dim, eps=eps, elementwise_affine=elementwise_affine, **kw)
+        self.fp32 = fp32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ref = x.float() if self.fp32 else x
+        y = F.layer_norm(ref, self.normalized_shape, cast_to(self.weight, ref), cast_to(self.bias, ref), self.eps)
+        return y.to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    """RMS norm with a learned scale; statistics in float32 (as EasyAnimate and diffusers compute them)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        variance = x.float().pow(2).mean(-1, keepdim=True)
+        x = x * torch.rsqrt(variance + self.eps)
+        if self.weight.dtype in (torch.float16, torch.bfloat16):
+            x = x.to(self.weight.dtype)
+        return x * cast_to(self.weight, x)

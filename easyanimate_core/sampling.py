@@ -1,0 +1,149 @@
+"""One denoising loop for every mode: text-, image-, video- and control-to-video.
+
+The loop talks to its host only through arguments: ``progress(step, total, latents)`` after every step
+and ``should_stop()`` before every step (raising :class:`Interrupted`, which leaves models untouched).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .schedulers import noise_latents, set_timesteps
+from .transformer import BlockRunner, EasyAnimateTransformer
+
+Progress = Callable[[int, int, torch.Tensor], None]
+
+
+class Interrupted(Exception):
+    """Sampling was asked to stop between two steps."""
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Latent-space conditioning for one sampling run (batch as in the latents; no CFG duplication).
+
+    inpaint:      [B, 1 + C, t, h, w] mask and masked-video latents (InP checkpoints).
+    control:      [B, Cc, t, h, w] control (+ ref-image) latents or camera embedding (Control checkpoints).
+    init_latents: [B, C, t, h, w] scaled clean latents to start from when denoise < 1 (video-to-video).
+    keep_mask:    [B, 1, t, h, w] for checkpoints without inpaint channels: 1 regenerates, 0 keeps
+                  ``init_latents`` (noised to the current level) after every step.
+    """
+
+    inpaint: torch.Tensor | None = None
+    control: torch.Tensor | None = None
+    init_latents: torch.Tensor | None = None
+    keep_mask: torch.Tensor | None = None
+
+
+def initial_noise(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Generator]:
+    """Noise drawn the way diffusers draws it: a CPU generator seeded with ``seed``, float32 ``randn``.
+
+    The generator is returned so that later random draws (noise augmentation, ancestral steps) continue
+    the same stream, as in the EasyAnimate pipelines.
+    """
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn(shape, generator=generator, dtype=torch.float32), generator
+
+
+def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> torch.Tensor:
+    """Guidance rescale (Lin et al. 2023, sec. 3.4): match the std of the conditional prediction."""
+    dims = list(range(1, guided.ndim))
+    rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return rescale * rescaled + (1 - rescale) * guided
+
+
+def _step_kwargs(scheduler, generator: torch.Generator | None) -> dict:
+    params = inspect.signature(scheduler.step).parameters
+    kw = {}
+    if "eta" in params:
+        kw["eta"] = 0.0
+    if "generator" in params:
+        kw["generator"] = generator
+    return kw
+
+
+def _cfg_batch(t: torch.Tensor | None, do_cfg: bool) -> torch.Tensor | None:
+    return None if t is None else (torch.cat([t, t]) if do_cfg else t)
+
+
+def sample(
+    model: EasyAnimateTransformer,
+    scheduler,
+    text,
+    negative,
+    noise: torch.Tensor,
+    *,
+    steps: int,
+    cfg: float,
+    guidance_rescale: float = 0.0,
+    denoise: float = 1.0,
+    cond: Conditioning | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    run_blocks: BlockRunner | None = None,
+) -> torch.Tensor:
+    """Denoise ``noise`` [B, C, t, h, w] into latents (float32, scaled like the VAE's latents).
+
+    ``text``/``negative`` are :class:`~easyanimate_core.text.TextEmbeds` (``negative`` unused when
+    ``cfg <= 1``). ``scheduler`` must be fresh (diffusers schedulers keep a step index). With
+    ``denoise < 1`` the run starts from ``cond.init_latents`` noised to the first kept timestep.
+    """
+    cond = cond or Conditioning()
+    device = torch.device(device)
+    do_cfg = cfg > 1.0
+    timesteps = set_timesteps(scheduler, steps, denoise, device)
+    noise = noise.to(device=device, dtype=torch.float32)
+    if denoise < 1.0:
+        if cond.init_latents is None:
+            raise ValueError("denoise below 1 needs an input video or latents to start from")
+        latents = noise_latents(scheduler, cond.init_latents.to(device, torch.float32), noise, timesteps[:1])
+    else:
+        latents = noise * scheduler.init_noise_sigma
+
+    def batch(pos, neg):
+        return None if pos is None else (torch.cat([neg, pos]) if do_cfg else pos).to(device, dtype)
+
+    if do_cfg and negative is None:
+        raise ValueError("cfg above 1 needs a negative prompt embedding (an empty prompt is fine)")
+    txt = batch(text.embeds, negative.embeds if do_cfg else None)
+    txt_2 = batch(text.embeds_2, negative.embeds_2 if do_cfg else None)
+    inpaint = _cfg_batch(None if cond.inpaint is None else cond.inpaint.to(device, dtype), do_cfg)
+    control = _cfg_batch(None if cond.control is None else cond.control.to(device, dtype), do_cfg)
+    rope = model.rope(*latents.shape[2:], device=device)
+    step_kw = _step_kwargs(scheduler, generator)
+    keep = None
+    if cond.keep_mask is not None:
+        if cond.init_latents is None:
+            raise ValueError("a keep mask needs the input video's latents")
+        keep = (cond.keep_mask.to(device, torch.float32), cond.init_latents.to(device, torch.float32))
+
+    total = len(timesteps)
+    for i, t in enumerate(timesteps):
+        if should_stop is not None and should_stop():
+            raise Interrupted(f"stopped before step {i + 1} of {total}")
+        x = torch.cat([latents, latents]) if do_cfg else latents
+        if hasattr(scheduler, "scale_model_input"):
+            x = scheduler.scale_model_input(x, t)
+        t_in = t.to(device=device, dtype=torch.float32).reshape(1).expand(x.shape[0])
+        pred = model(x.to(dtype), t_in, txt, txt_2, inpaint, control, rope=rope, run_blocks=run_blocks).float()
+        if do_cfg:
+            uncond, pred_text = pred.chunk(2)
+            pred = uncond + cfg * (pred_text - uncond)
+            if guidance_rescale > 0.0:
+                pred = rescale_guidance(pred, pred_text, guidance_rescale)
+        latents = scheduler.step(pred, t, latents, **step_kw, return_dict=False)[0]
+        if keep is not None:
+            mask, init = keep
+            if i < total - 1:
+                init = noise_latents(scheduler, init, noise, timesteps[i + 1 : i + 2])
+            latents = (1 - mask) * init + mask * latents
+        if progress is not None:
+            progress(i + 1, total, latents)
+    return latents

@@ -1,0 +1,109 @@
+"""Scheduler names -> diffusers scheduler classes, built from the checkpoint's scheduler_config.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    PNDMScheduler,
+)
+
+log = logging.getLogger("EasyAnimate")
+
+SCHEDULERS = {
+    "Flow": FlowMatchEulerDiscreteScheduler,
+    "DDIM": DDIMScheduler,
+    "Euler": EulerDiscreteScheduler,
+    "Euler A": EulerAncestralDiscreteScheduler,
+    "DPM++": DPMSolverMultistepScheduler,
+    "PNDM": PNDMScheduler,
+}
+SCHEDULER_NAMES = list(SCHEDULERS)
+
+# diffusers' own defaults for Flow, used when a checkpoint (e.g. a single transformer file) has no scheduler folder.
+DEFAULT_FLOW_CONFIG: dict[str, Any] = {
+    "_class_name": "FlowMatchEulerDiscreteScheduler",
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+}
+
+
+def read_scheduler_config(folder: str | Path | None) -> dict[str, Any] | None:
+    """The ``scheduler_config.json`` of a checkpoint's ``scheduler/`` folder, or None when absent."""
+    if folder is None:
+        return None
+    path = Path(folder) / "scheduler_config.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def build_scheduler(name: str, config: dict[str, Any] | None, shift: float | None = None):
+    """A fresh diffusers scheduler ``name`` configured from ``config`` (keys it does not know are ignored).
+
+    ``shift`` overrides the Flow scheduler's timestep shift (larger values spend more steps at high noise).
+    """
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+    cls = SCHEDULERS[name]
+    if config is None:
+        if name != "Flow":
+            raise ValueError(
+                f"scheduler {name!r} needs the checkpoint's scheduler/scheduler_config.json, which was not found; "
+                "load a full checkpoint folder or use 'Flow'"
+            )
+        config = DEFAULT_FLOW_CONFIG
+    trained_flow = config.get("_class_name") == "FlowMatchEulerDiscreteScheduler"
+    if trained_flow != (name == "Flow"):
+        log.warning(
+            "scheduler %r on a checkpoint whose scheduler config is %s: EasyAnimate V5.1 is sampled with 'Flow', "
+            "V5 with DDIM/Euler/Euler A/DPM++/PNDM",
+            name,
+            config.get("_class_name"),
+        )
+    overrides = {}
+    if shift is not None:
+        if name != "Flow":
+            raise ValueError("shift applies to the 'Flow' scheduler only")
+        if shift <= 0:
+            raise ValueError(f"shift must be positive, got {shift}")
+        overrides["shift"] = float(shift)
+    return cls.from_config(dict(config), **overrides)
+
+
+def set_timesteps(scheduler, steps: int, denoise: float = 1.0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Set ``steps`` timesteps and keep the last ``round_down(steps * denoise)`` of them (video-to-video).
+
+    Mirrors the EasyAnimate pipelines: Flow gets ``mu=1`` (used only with dynamic shifting), and for
+    ``denoise < 1`` the scheduler's begin index moves to the first kept step.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if not 0.0 < denoise <= 1.0:
+        raise ValueError(f"denoise must be in (0, 1], got {denoise}")
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        scheduler.set_timesteps(steps, device=device, mu=1)
+    else:
+        scheduler.set_timesteps(steps, device=device)
+    kept = min(int(steps * denoise), steps)
+    if kept < 1:
+        raise ValueError(f"denoise {denoise} keeps no step of {steps}; raise denoise to at least {1 / steps:.3f}")
+    start = (steps - kept) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return scheduler.timesteps[start:]
+
+
+def noise_latents(scheduler, latents: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    """Clean ``latents`` noised to ``timestep`` (the start of a video-to-video run)."""
+    t = timestep.reshape(1).repeat(latents.shape[0])
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        return scheduler.scale_noise(latents, t, noise)
+    return scheduler.add_noise(latents, noise, t)
