@@ -1,0 +1,164 @@
+"""Latent conditioning for image-to-video, video-to-video (with inpaint masks) and control video.
+
+Videos here are ``[B, 3, T, H, W]`` in -1..1 at the generation size; masks ``[B, 1, T, H, W]`` with 1
+where frames are generated and 0 where they are kept. The layouts follow the EasyAnimate pipelines.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .configs import TransformerConfig, Variant
+from .vae import MagvitVAE
+
+SIZE_MULTIPLE = 16  # 8x VAE downsampling times the transformer's 2x2 patches
+
+
+def nearest_multiple(value: int, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def nearest_frames(frames: int) -> int:
+    """The nearest frame count of the form 4k+1 (the VAE keeps the first frame alone)."""
+    return max(1, int(round((frames - 1) / 4)) * 4 + 1)
+
+
+def check_size(width: int, height: int, frames: int) -> None:
+    """Raise ValueError naming the nearest valid value when a generation size cannot be used."""
+    for name, value in (("width", width), ("height", height)):
+        if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
+            raise ValueError(
+                f"{name} must be divisible by {SIZE_MULTIPLE}; nearest: {nearest_multiple(value, SIZE_MULTIPLE)}"
+            )
+    if frames < 1 or (frames - 1) % 4:
+        raise ValueError(f"frames must be 4k+1 (1, 5, 9, ..., 49); nearest: {nearest_frames(frames)}")
+
+
+def latent_shape(vae: MagvitVAE, width: int, height: int, frames: int, batch: int = 1) -> tuple[int, ...]:
+    s, t = vae.spatial_compression, vae.temporal_compression
+    return (batch, vae.latent_channels, (frames - 1) // t + 1, height // s, width // s)
+
+
+def encode_mode(vae: MagvitVAE, video: torch.Tensor, **kw) -> torch.Tensor:
+    """Scaled latents of a video from the posterior's mode (its mean), as the pipelines condition."""
+    mean, _ = vae.encode(video, **kw)
+    return mean * vae.scaling_factor
+
+
+def resize_mask(mask: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Pixel mask [B, 1, T, H, W] -> latent grid ``size`` (t, h, w), the first frame resized on its own."""
+    t, h, w = size
+    first = F.interpolate(mask[:, :, :1], size=(1, h, w), mode="trilinear", align_corners=False)
+    if t == 1:
+        return first
+    rest = F.interpolate(mask[:, :, 1:], size=(t - 1, h, w), mode="trilinear", align_corners=False)
+    return torch.cat([first, rest], dim=2)
+
+
+def image_to_video(
+    start: torch.Tensor | None, end: torch.Tensor | None, frames: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start/end images [B, 3, H, W] -> (video [B, 3, T, H, W], mask [B, 1, T, H, W]).
+
+    The start image fills every frame (as the official pipeline does) and is kept on frame 0; the end
+    image replaces and is kept on the last frame. Either may be None.
+    """
+    ref = start if start is not None else end
+    if ref is None:
+        raise ValueError("image-to-video needs a start image, an end image, or both")
+    b, _, h, w = ref.shape
+    video = ref[:, :, None].expand(b, 3, frames, h, w).clone()
+    mask = torch.ones(b, 1, frames, h, w, dtype=ref.dtype, device=ref.device)
+    if start is not None:
+        mask[:, :, 0] = 0
+    if end is not None:
+        if end.shape != ref.shape:
+            raise ValueError(f"end image is {tuple(end.shape[-2:])} but start image is {(h, w)}; resize both alike")
+        video[:, :, -1] = end
+        mask[:, :, -1] = 0
+    return video, mask
+
+
+def add_reference_noise(video: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Noise augmentation of the kept frames (InP models trained with it); blank (-1) pixels stay blank."""
+    noise = torch.randn(video.shape, generator=generator, dtype=video.dtype) * strength
+    return video + torch.where(video == -1, torch.zeros_like(noise), noise.to(video.device))
+
+
+def inpaint_latents(
+    vae: MagvitVAE,
+    cfg: TransformerConfig,
+    video: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    latent_size: tuple[int, int, int],
+    *,
+    noise_aug_strength: float = 0.0563,
+    generator: torch.Generator | None = None,
+    tile=None,
+) -> torch.Tensor:
+    """The InP transformer's extra input [B, 1 + C, t, h, w]: kept-region mask and masked-video latents.
+
+    With no video, or a mask that regenerates everything, both parts are zero (plain text-to-video).
+    """
+    if cfg.variant != Variant.INP:
+        raise ValueError(f"image/inpaint conditioning needs an InP checkpoint; this one is {cfg.variant.value}")
+    if not cfg.resize_inpaint_mask_directly:
+        raise ValueError(
+            "checkpoints that VAE-encode the inpaint mask (resize_inpaint_mask_directly=false) are not supported"
+        )
+    c = vae.latent_channels
+    b = 1 if video is None else video.shape[0]
+    if video is None or mask is None or bool((mask > 0.5).all()):
+        return torch.zeros(b, 1 + c, *latent_size)
+    mask = (mask > 0.5).to(video.dtype)  # binarised like diffusers' mask processor
+    masked = video * (1 - mask) - mask  # regenerated pixels are -1
+    if cfg.add_noise_in_inpaint_model:
+        if generator is None:
+            raise ValueError("noise augmentation needs a generator")
+        masked = add_reference_noise(masked, noise_aug_strength, generator)
+    masked_latents = encode_mode(vae, masked, tile=tile)
+    mask_latents = resize_mask(1 - mask, masked_latents.shape[2:]) * vae.scaling_factor
+    return torch.cat([mask_latents.to(masked_latents.dtype), masked_latents], dim=1)
+
+
+def control_latents(
+    vae: MagvitVAE,
+    cfg: TransformerConfig,
+    control_video: torch.Tensor | None,
+    ref_image: torch.Tensor | None,
+    latent_size: tuple[int, int, int],
+    *,
+    camera: torch.Tensor | None = None,
+    tile=None,
+) -> torch.Tensor:
+    """The Control transformer's extra input [B, Cc, t, h, w].
+
+    Control: VAE latents of the control video (zeros without one). Control-Camera: the Plücker embedding
+    [B, 6, T, H, W] resized to the latent grid (first frame alone) and scaled by 6. Then, for V5.1
+    control models, the ref image's latents on the first latent frame (zeros without a ref image).
+    """
+    variant = cfg.variant
+    if variant not in (Variant.CONTROL, Variant.CAMERA):
+        raise ValueError(f"control video and camera input need a Control checkpoint; this one is {variant.value}")
+    c = vae.latent_channels
+    if variant == Variant.CAMERA:
+        if camera is None:
+            raise ValueError("this Control-Camera checkpoint needs a camera path (presets or a pose file)")
+        main = resize_mask(camera, latent_size) * 6
+    else:
+        if camera is not None:
+            raise ValueError("camera input needs a Control-Camera checkpoint; this one is Control")
+        b = 1 if control_video is None else control_video.shape[0]
+        main = (
+            encode_mode(vae, control_video, tile=tile) if control_video is not None else torch.zeros(b, c, *latent_size)
+        )
+    parts = [main]
+    if cfg.in_channels - cfg.out_channels - main.shape[1] == c:  # the checkpoint takes ref-image latents
+        ref = torch.zeros(main.shape[0], c, *latent_size, dtype=main.dtype)
+        if ref_image is not None and latent_size[0] != 1:
+            ref[:, :, :1] = encode_mode(vae, ref_image[:, :, None], tile=tile)
+        parts.append(ref)
+    elif ref_image is not None:
+        raise ValueError("this Control checkpoint (V5) takes no reference image")
+    return torch.cat(parts, dim=1)
