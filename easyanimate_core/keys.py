@@ -43,5 +43,18 @@ def transformer_to_ours(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+_OURS_TO_DIFFUSERS = {v: k for k, v in TRANSFORMER_DIFFUSERS_TO_OURS.items()}
+_OUR_BLOCK_KEY = re.compile(r"^(transformer_blocks\.\d+\.)(attn2\.(?:to_[qkv]|to_out\.0|norm_[qk]))(\..+)$")
+
+
+def transformer_to_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`transformer_to_ours` (used to write diffusers-layout test checkpoints)."""
+    out = {}
+    for key, value in sd.items():
+        m = _OUR_BLOCK_KEY.match(key)
+        out[m.group(1) + _OURS_TO_DIFFUSERS[m.group(2)] + m.group(3) if m else key] = value
+    return out
+
+
 def is_diffusers_transformer(keys) -> bool:
     return any(".attn1.add_q_proj." in k for k in keys)

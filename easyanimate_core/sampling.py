@@ -105,7 +105,7 @@ def sample(
             raise ValueError("denoise below 1 needs an input video or latents to start from")
         latents = noise_latents(scheduler, cond.init_latents.to(device, torch.float32), noise, timesteps[:1])
     else:
-        latents = noise * scheduler.init_noise_sigma
+        latents = noise * getattr(scheduler, "init_noise_sigma", 1.0)
 
     def batch(pos, neg):
         return None if pos is None else (torch.cat([neg, pos]) if do_cfg else pos).to(device, dtype)

@@ -1,0 +1,226 @@
+"""Load EasyAnimate checkpoints: original folders, diffusers folders, sharded and single files.
+
+Everything is detected from files and weights, never from folder names. Models are built on the meta
+device and the loaded tensors assigned to them, so weights are never allocated twice. Pickled files are
+read only through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .configs import TransformerConfig
+from .keys import is_diffusers_transformer, transformer_to_ours
+from .transformer import EasyAnimateTransformer
+from .vae import MagvitVAE, convert_vae_state_dict
+
+log = logging.getLogger("EasyAnimate")
+
+WEIGHT_SUFFIXES = (".safetensors", ".sft", ".bin", ".pt", ".pth", ".ckpt")
+FP8 = torch.float8_e4m3fn
+
+# What a V5.1 config says about the pipeline flags that the weights cannot show.
+V51_FLAGS = {
+    "resize_inpaint_mask_directly": True,
+    "enable_text_attention_mask": True,
+    "add_noise_in_inpaint_model": True,
+}
+
+
+@dataclass
+class LoadReport:
+    """What a load found: the files read, keys that were missing or unexpected, the detected layout."""
+
+    files: list[str] = field(default_factory=list)
+    layout: str = ""
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of one weights file; a truncated or corrupt file is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        if path.suffix in (".safetensors", ".sft"):
+            return load_file(str(path))
+        sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as e:
+        raise ValueError(f"cannot read weights file {path}: it is truncated, corrupt or not a checkpoint ({e})") from e
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{path} does not hold a flat dict of tensors")
+    return sd
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weights of a model folder: the shards of an index json, or the single weights file."""
+    for index in sorted(folder.glob("*.index.json")):
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise ValueError(f"{index} lists shards that are missing: {', '.join(absent)}")
+        return files
+    files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"no weights in {folder} (expected diffusion_pytorch_model.safetensors or a sharded index)")
+    safetensors = [f for f in files if f.suffix in (".safetensors", ".sft")]
+    return safetensors[:1] if safetensors else files[:1]
+
+
+def read_folder_weights(folder: Path, report: LoadReport) -> dict[str, torch.Tensor]:
+    sd: dict[str, torch.Tensor] = {}
+    for f in weight_files(folder):
+        sd.update(read_state_dict(f))
+        report.files.append(str(f))
+    return sd
+
+
+def _block_indices(keys, pattern: str) -> set[int]:
+    rx = re.compile(pattern)
+    return {int(m.group(1)) for k in keys if (m := rx.match(k))}
+
+
+def infer_transformer_config(sd: dict[str, torch.Tensor]) -> dict:
+    """A transformer config.json recovered from weight shapes (for single files that come without one)."""
+    keys = list(sd)
+    dim, in_channels, p, _ = sd["proj.weight"].shape
+    head_dim = sd["transformer_blocks.0.attn1.norm_q.weight"].shape[0]
+    add_norm = "text_proj.0.weight" in sd
+    text_w = sd["text_proj.1.weight" if add_norm else "text_proj.weight"]
+    t5 = sd.get("text_proj_t5.1.weight" if add_norm else "text_proj_t5.weight")
+    layers = _block_indices(keys, r"transformer_blocks\.(\d+)\.")
+    mmdit = _block_indices(keys, r"transformer_blocks\.(\d+)\.attn2\.")
+    out_channels = sd["proj_out.weight"].shape[0] // (p * p)
+    cfg = {
+        "num_attention_heads": dim // head_dim,
+        "attention_head_dim": head_dim,
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "patch_size": p,
+        "time_embed_dim": sd["time_embedding.linear_1.weight"].shape[0],
+        "num_layers": max(layers) + 1,
+        "mmdit_layers": (max(mmdit) + 1) if mmdit else 0,
+        "add_norm_text_encoder": add_norm,
+        "text_embed_dim": text_w.shape[1],
+        "text_embed_dim_t5": None if t5 is None else t5.shape[1],
+        "after_norm": "transformer_blocks.0.norm3.weight" in sd,
+        "add_ref_latent_in_control_model": in_channels == 3 * out_channels,
+    }
+    if t5 is None:  # V5.1 defaults for flags the weights cannot show
+        cfg.update(V51_FLAGS)
+    return cfg
+
+
+def _assign(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str, report: LoadReport) -> None:
+    result = model.load_state_dict(sd, strict=False, assign=True)
+    report.missing, report.unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if report.unexpected:
+        log.warning(
+            "%s: %d unexpected keys ignored: %s", what, len(report.unexpected), ", ".join(report.unexpected[:10])
+        )
+    if report.missing:
+        raise ValueError(
+            f"{what} is missing {len(report.missing)} weights ({', '.join(report.missing[:8])}...) in "
+            f"{', '.join(report.files)}: the file is incomplete or made for another architecture"
+        )
+
+
+def _cast(sd: dict[str, torch.Tensor], dtype: torch.dtype, weight_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Compute-dtype tensors, except 2-D block weights stored as ``weight_dtype`` (fp8) when given.
+
+    Norms, embeddings, biases, the patch embedding and the output head stay in the compute dtype.
+    """
+    out = {}
+    for k in list(sd):  # pop as we go so that original and cast tensors do not all coexist
+        v = sd.pop(k)
+        store = (
+            weight_dtype is not None and k.startswith("transformer_blocks.") and k.endswith(".weight") and v.ndim == 2
+        )
+        target = weight_dtype if store else dtype
+        if v.dtype == FP8 and target != FP8:
+            v = v.to(torch.float32)  # fp8 -> compute goes through float32 for exact rounding
+        out[k] = v if v.dtype == target else v.to(target)
+    return out
+
+
+def load_transformer(
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    weight_dtype: torch.dtype | None = None,
+    config: dict | None = None,
+) -> tuple[EasyAnimateTransformer, LoadReport]:
+    """Load a transformer from a folder (config.json + weights, sharded or not) or a single weights file.
+
+    ``dtype`` is the compute dtype; ``weight_dtype=torch.float8_e4m3fn`` stores block weights in fp8.
+    A file already stored in fp8 keeps fp8 block weights unless ``weight_dtype`` says otherwise.
+    """
+    path = Path(path)
+    report = LoadReport()
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise ValueError(f"{path} has no config.json; expected a transformer folder (config.json + safetensors)")
+        raw = read_folder_weights(path, report)
+        config = config or json.loads(cfg_file.read_text(encoding="utf-8"))
+    else:
+        raw = read_state_dict(path)
+        report.files.append(str(path))
+    report.layout = "diffusers" if is_diffusers_transformer(raw) else "original"
+    sd = transformer_to_ours(raw)
+    del raw
+    if "proj.weight" not in sd:
+        raise ValueError(f"{report.files[0]} is not an EasyAnimate transformer (no patch embedding 'proj.weight')")
+    if weight_dtype is None and any(v.dtype == FP8 for v in sd.values()):
+        weight_dtype = FP8
+    cfg = TransformerConfig.from_dict(config or infer_transformer_config(sd))
+    sd = _cast(sd, dtype, weight_dtype)
+    with torch.device("meta"):
+        model = EasyAnimateTransformer(cfg)
+    _assign(model, sd, "transformer", report)
+    log.info(
+        "transformer: %s %s, %d layers, width %d (%s layout)",
+        cfg.version,
+        cfg.variant.value,
+        cfg.num_layers,
+        cfg.inner_dim,
+        report.layout,
+    )
+    return model.eval().requires_grad_(False), report
+
+
+def load_vae(
+    path: str | Path, *, dtype: torch.dtype = torch.float32, config: dict | None = None
+) -> tuple[MagvitVAE, LoadReport]:
+    """Load the MagViT VAE from a ``vae/`` folder or a single file (a single file uses the V5.x config)."""
+    path = Path(path)
+    report = LoadReport()
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if config is None and not cfg_file.is_file():
+            raise ValueError(f"{path} has no config.json; expected a VAE folder (config.json + safetensors)")
+        config = config or json.loads(cfg_file.read_text(encoding="utf-8"))
+        sd = read_folder_weights(path, report)
+    else:
+        sd = read_state_dict(path)
+        report.files.append(str(path))
+        config = config or {}
+    sd = {k: v.to(dtype) for k, v in convert_vae_state_dict(sd).items()}
+    if config.get("latent_channels") is None and "quant_conv.weight" in sd:
+        config = {**config, "latent_channels": sd["quant_conv.weight"].shape[0] // 2}
+    with torch.device("meta"):
+        model = MagvitVAE.from_config(config)
+    _assign(model, sd, "VAE", report)
+    return model.eval().requires_grad_(False), report
