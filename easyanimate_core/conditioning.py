@@ -16,12 +16,12 @@ SIZE_MULTIPLE = 16  # 8x VAE downsampling times the transformer's 2x2 patches
 
 
 def nearest_multiple(value: int, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, int(value / multiple + 0.5) * multiple)  # halves round up
 
 
 def nearest_frames(frames: int) -> int:
     """The nearest frame count of the form 4k+1 (the VAE keeps the first frame alone)."""
-    return max(1, int(round((frames - 1) / 4)) * 4 + 1)
+    return max(1, int((frames - 1) / 4 + 0.5) * 4 + 1)
 
 
 def check_size(width: int, height: int, frames: int) -> None:

@@ -267,7 +267,9 @@ class MagvitVAE(nn.Module):
         return mean, logvar.clamp(-30.0, 20.0)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, *, tile: VAETiling | None = None, progress: Progress | None = None) -> torch.Tensor:
+    def decode(
+        self, z: torch.Tensor, *, tile: VAETiling | None = None, progress: Progress | None = None
+    ) -> torch.Tensor:
         """Raw latents [B, C, t, h, w] -> video [B, 3, 4(t-1)+1, 8h, 8w], roughly in -1..1."""
         s = self.spatial_compression
         self._check(z, "latents", self.latent_channels, 1, 1)

@@ -12,11 +12,14 @@ same names). Written after aigc-apps/EasyAnimate ``vaemodules`` and diffusers' p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from .vae import VAEConfig
 
 Cache = Any  # None | Tensor | list[Cache]
 
@@ -47,7 +50,9 @@ class CausalConv3d(nn.Conv3d):
     """3D conv that only looks back in time: ``kernel - 1`` past frames come from the cache, or from
     replicating the first frame when there is no cache."""
 
-    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: tuple[int, int, int] = (1, 1, 1), padding: int = 1):
+    def __init__(
+        self, cin: int, cout: int, kernel: int = 3, stride: tuple[int, int, int] = (1, 1, 1), padding: int = 1
+    ):
         super().__init__(cin, cout, kernel, stride=stride, padding=(0, padding, padding))
         self.time_pad = kernel - 1
 
@@ -156,16 +161,14 @@ UP_BLOCKS = {"SpatialUpBlock3D": "spatial", "SpatialTemporalUpBlock3D": "spatiot
 class Encoder(nn.Module):
     """[B, 3, T, H, W] -> moments before ``quant_conv`` [B, 2*latent, t, H/8, W/8] for one mini-batch."""
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: VAEConfig):
         super().__init__()
         ch, groups, act, per_frame = cfg.block_out_channels, cfg.norm_num_groups, cfg.act_fn, cfg.spatial_group_norm
         self.conv_in = CausalConv3d(cfg.in_channels, ch[0])
+        kinds = [DOWN_BLOCKS[k] for k in cfg.down_block_types[:-1]] + [None]  # the last block keeps its size
         self.down_blocks = nn.ModuleList(
-            DownBlock(
-                ch[max(i - 1, 0)], ch[i], cfg.layers_per_block, groups, act, per_frame,
-                DOWN_BLOCKS[kind] if i < len(ch) - 1 else None,
-            )  # fmt: skip
-            for i, kind in enumerate(cfg.down_block_types)
+            DownBlock(ch[max(i - 1, 0)], ch[i], cfg.layers_per_block, groups, act, per_frame, kind)
+            for i, kind in enumerate(kinds)
         )
         self.mid_block = Block(ch[-1], ch[-1], cfg.layers_per_block, groups, act, per_frame)
         self.conv_norm_out = nn.GroupNorm(groups, ch[-1], eps=1e-6)
@@ -189,19 +192,18 @@ class Decoder(nn.Module):
     """Latents after ``post_quant_conv`` [B, latent, t, h, w] -> video [B, 3, T', 8h, 8w] for one
     mini-batch (T' = t for the first mini-batch, 4t after it)."""
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: VAEConfig):
         super().__init__()
-        ch, groups, act, per_frame = cfg.block_out_channels[::-1], cfg.norm_num_groups, cfg.act_fn, cfg.spatial_group_norm
+        ch = cfg.block_out_channels[::-1]
+        groups, act, per_frame = cfg.norm_num_groups, cfg.act_fn, cfg.spatial_group_norm
         self.conv_in = CausalConv3d(cfg.latent_channels, ch[0])
         # diffusers always normalises the decoder mid block per frame, the original only with
         # spatial_group_norm; with one latent frame per mini-batch (V5.x) both are the same.
         self.mid_block = Block(ch[0], ch[0], cfg.layers_per_block, groups, act, per_frame)
+        kinds = [UP_BLOCKS[k] for k in cfg.up_block_types[:-1]] + [None]
         self.up_blocks = nn.ModuleList(
-            UpBlock(
-                ch[max(i - 1, 0)], ch[i], cfg.layers_per_block + 1, groups, act, per_frame,
-                UP_BLOCKS[kind] if i < len(ch) - 1 else None,
-            )  # fmt: skip
-            for i, kind in enumerate(cfg.up_block_types)
+            UpBlock(ch[max(i - 1, 0)], ch[i], cfg.layers_per_block + 1, groups, act, per_frame, kind)
+            for i, kind in enumerate(kinds)
         )
         self.conv_norm_out = nn.GroupNorm(groups, ch[-1], eps=1e-6)
         self.conv_act = activation(act)

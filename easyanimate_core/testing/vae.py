@@ -102,7 +102,9 @@ def make_tiny_vae_state_dict(seed: int = 0, config: dict | None = None) -> dict[
     return sd
 
 
-def write_tiny_vae(folder: str | Path, layout: str = "diffusers", seed: int = 0, spatial_group_norm: bool = True) -> Path:
+def write_tiny_vae(
+    folder: str | Path, layout: str = "diffusers", seed: int = 0, spatial_group_norm: bool = True
+) -> Path:
     """Write ``config.json`` and ``diffusion_pytorch_model.safetensors`` into ``folder`` (the ``vae/``
     folder of a whole checkpoint), as the published ``layout`` ("diffusers" or "original") has them.
     Both layouts use the same parameter names; only config.json differs."""

@@ -1,0 +1,267 @@
+"""Text encoders: Qwen2-VL (V5.1) against diffusers, Bert + T5 (V5) against the original pipeline's rules."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from easyanimate_core.testing.text import (
+    TINY_BERT_HIDDEN,
+    TINY_QWEN2VL_HIDDEN,
+    TINY_T5_HIDDEN,
+    write_tiny_bert_t5,
+    write_tiny_qwen2vl,
+)
+from easyanimate_core.text import TextEmbeds, TextEncoder, load_text_encoder
+
+ENGLISH = "A brown dog is shaking its head, sitting on a light-coloured sofa in a comfortable room."
+CHINESE = "一只棕褐色的狗正摇晃着脑袋，坐在一个舒适的房间里的浅色沙发上。"
+NEG_ENGLISH = "Twisted body, limb deformities, text captions, comic, static, ugly, error, messy code."
+NEG_CHINESE = "扭曲的身体，肢体残缺，文本字幕，漫画，静止，丑陋，错误，乱码。"
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory) -> Path:
+    return write_tiny_qwen2vl(tmp_path_factory.mktemp("qwen") / "EasyAnimateV5.1-tiny")
+
+
+@pytest.fixture(scope="module")
+def bert_t5_dir(tmp_path_factory) -> Path:
+    return write_tiny_bert_t5(tmp_path_factory.mktemp("bert_t5") / "EasyAnimateV5-tiny")
+
+
+@pytest.fixture(scope="module")
+def qwen(qwen_dir) -> TextEncoder:
+    return load_text_encoder(qwen_dir, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def diffusers_pipe(qwen_dir):
+    """diffusers' EasyAnimatePipeline holding only the text encoder, loaded by transformers itself."""
+    from diffusers import EasyAnimatePipeline
+    from transformers import Qwen2Tokenizer, Qwen2VLForConditionalGeneration
+
+    tokenizer = Qwen2Tokenizer.from_pretrained(str(qwen_dir / "tokenizer"))
+    model = Qwen2VLForConditionalGeneration.from_pretrained(str(qwen_dir / "text_encoder"), local_files_only=True)
+    return EasyAnimatePipeline(vae=None, text_encoder=model, tokenizer=tokenizer, transformer=None, scheduler=None)
+
+
+def _diffusers_encode(pipe, prompts, negatives, max_sequence_length):
+    with torch.no_grad():
+        pos, neg, pos_mask, neg_mask = pipe.encode_prompt(
+            prompts,
+            negative_prompt=negatives,
+            do_classifier_free_guidance=True,
+            device=torch.device("cpu"),
+            max_sequence_length=max_sequence_length,
+        )
+    return pos, neg, pos_mask, neg_mask
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# V5.1: Qwen2-VL
+
+
+@pytest.mark.parametrize("max_sequence_length", [128, 256, 24])
+def test_qwen2vl_matches_diffusers(qwen, diffusers_pipe, max_sequence_length):
+    prompts = [ENGLISH, CHINESE]
+    negatives = [NEG_ENGLISH, NEG_CHINESE]
+    ref_pos, ref_neg, ref_pos_mask, ref_neg_mask = _diffusers_encode(
+        diffusers_pipe, prompts, negatives, max_sequence_length
+    )
+    pos = qwen.encode(prompts, max_sequence_length=max_sequence_length)
+    neg = qwen.encode(negatives, max_sequence_length=max_sequence_length)
+
+    assert pos.embeds.shape == (2, max_sequence_length, TINY_QWEN2VL_HIDDEN)
+    assert pos.embeds_2 is None and pos.mask_2 is None
+    torch.testing.assert_close(pos.embeds, ref_pos, rtol=0, atol=1e-6)
+    torch.testing.assert_close(neg.embeds, ref_neg, rtol=0, atol=1e-6)
+    assert torch.equal(pos.mask, ref_pos_mask) and torch.equal(neg.mask, ref_neg_mask)
+
+
+def test_qwen2vl_empty_negative_and_single_prompt(qwen, diffusers_pipe):
+    ref_pos, ref_neg, ref_pos_mask, ref_neg_mask = _diffusers_encode(diffusers_pipe, CHINESE, "", 256)
+    pos = qwen.encode(CHINESE)  # a single string is one prompt
+    neg = qwen.encode([""])
+    torch.testing.assert_close(pos.embeds, ref_pos, rtol=0, atol=1e-6)
+    torch.testing.assert_close(neg.embeds, ref_neg, rtol=0, atol=1e-6)
+    assert torch.equal(pos.mask, ref_pos_mask) and torch.equal(neg.mask, ref_neg_mask)
+
+
+def test_qwen2vl_mask_counts_chat_tokens(qwen):
+    tokenizer = qwen.tokenizer
+    prompts = ["a dog", CHINESE, ""]
+    out = qwen.encode(prompts, max_sequence_length=200)
+    assert out.mask.dtype == torch.long and out.mask.shape == (3, 200)
+    for row, prompt in zip(out.mask, prompts):
+        chat = tokenizer.apply_chat_template(
+            [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        assert chat.startswith("<|im_start|>system\n") and chat.endswith("<|im_end|>\n<|im_start|>assistant\n")
+        n = len(tokenizer(chat).input_ids)
+        assert n < 200
+        assert row[:n].eq(1).all() and row[n:].eq(0).all()  # right padding
+
+
+def test_qwen2vl_reuse_and_batching(qwen):
+    a = qwen.encode([ENGLISH, CHINESE])
+    b = qwen.encode([ENGLISH, CHINESE])
+    assert torch.equal(a.embeds, b.embeds) and torch.equal(a.mask, b.mask)  # nothing carried between calls
+    single = qwen.encode([CHINESE])
+    valid = single.mask[0].bool()
+    torch.testing.assert_close(a.embeds[1][valid], single.embeds[0][valid], rtol=0, atol=1e-5)
+
+
+def test_qwen2vl_dtype_and_vision_tower_dropped(qwen_dir):
+    enc = load_text_encoder(qwen_dir, dtype=torch.bfloat16)
+    assert enc.kind == "qwen2vl" and enc.hidden_size == TINY_QWEN2VL_HIDDEN and enc.hidden_size_2 is None
+    assert enc.dtype == torch.bfloat16
+    assert not any("visual" in name for name, _ in enc.model.named_parameters())
+    out = enc.encode(["a dog"])
+    assert out.embeds.dtype == torch.bfloat16 and torch.isfinite(out.embeds.float()).all()
+
+
+def test_original_and_diffusers_layouts_agree(qwen_dir, qwen, diffusers_pipe, tmp_path):
+    diffusers_dir = tmp_path / "EasyAnimateV5.1-tiny-diffusers"
+    diffusers_pipe.save_pretrained(str(diffusers_dir))  # nested text_config, model_index.json, generation_config
+    assert (diffusers_dir / "model_index.json").is_file()
+    from_diffusers = load_text_encoder(diffusers_dir, dtype=torch.float32)
+    from_paths = load_text_encoder(
+        {"text_encoder": qwen_dir / "text_encoder", "tokenizer": str(qwen_dir / "tokenizer")}, dtype=torch.float32
+    )
+    ref = qwen.encode([ENGLISH, CHINESE, ""])
+    for enc in (from_diffusers, from_paths):
+        out = enc.encode([ENGLISH, CHINESE, ""])
+        assert torch.equal(out.embeds, ref.embeds) and torch.equal(out.mask, ref.mask)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# V5: Bert + T5
+
+
+def _original_v5_reference(folder: Path, prompts: list[str]):
+    """The original pipeline's V5 rules, written out: raw prompt, special tokens, max_length =
+    min(model_max_length, 256), pad to it, truncate; encoders run WITHOUT the mask
+    (`enable_text_attention_mask: false`), embedding = output [0] (last_hidden_state)."""
+    from transformers import BertModel, BertTokenizer, T5EncoderModel, T5Tokenizer
+
+    outs = []
+    for model_cls, tok_cls, sub in (
+        (BertModel, BertTokenizer, ""),
+        (T5EncoderModel, T5Tokenizer, "_2"),
+    ):
+        tokenizer = tok_cls.from_pretrained(str(folder / f"tokenizer{sub}"))
+        model = model_cls.from_pretrained(str(folder / f"text_encoder{sub}"), local_files_only=True).eval()
+        max_length = min(tokenizer.model_max_length, 256)
+        inputs = tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=max_length,
+            truncation=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        with torch.no_grad():
+            embeds = model(inputs.input_ids)[0]
+            masked = model(inputs.input_ids, attention_mask=inputs.attention_mask)[0]
+        outs.append((embeds, inputs.attention_mask, inputs.input_ids, masked, tokenizer))
+    return outs
+
+
+def test_bert_t5_matches_original_rules(bert_t5_dir):
+    enc = load_text_encoder(bert_t5_dir, dtype=torch.float32)
+    assert enc.kind == "bert_t5"
+    assert (enc.hidden_size, enc.hidden_size_2) == (TINY_BERT_HIDDEN, TINY_T5_HIDDEN)
+
+    for prompts in ([ENGLISH, CHINESE], [NEG_ENGLISH, NEG_CHINESE], [""]):
+        out = enc.encode(prompts)
+        (ref, ref_mask, ids, masked, bert_tok), (ref_2, ref_mask_2, ids_2, _, t5_tok) = _original_v5_reference(
+            bert_t5_dir, prompts
+        )
+        assert out.embeds.shape == (len(prompts), 77, TINY_BERT_HIDDEN)  # Bert: tokenizer limit 77
+        assert out.embeds_2.shape == (len(prompts), 256, TINY_T5_HIDDEN)  # T5: capped at 256
+        torch.testing.assert_close(out.embeds, ref, rtol=0, atol=1e-6)
+        torch.testing.assert_close(out.embeds_2, ref_2, rtol=0, atol=1e-6)
+        assert torch.equal(out.mask, ref_mask) and torch.equal(out.mask_2, ref_mask_2)
+        # masks: [CLS] ... [SEP] then padding for Bert; ... </s> then padding for T5
+        for row, row_ids in zip(out.mask, ids):
+            n = int(row.sum())
+            assert row[:n].eq(1).all() and row[n:].eq(0).all()
+            assert row_ids[0] == bert_tok.cls_token_id and row_ids[n - 1] == bert_tok.sep_token_id
+        for row, row_ids in zip(out.mask_2, ids_2):
+            n = int(row.sum())
+            assert row[:n].eq(1).all() and row[n:].eq(0).all() and row_ids[n - 1] == t5_tok.eos_token_id
+        # the unmasked forward matters: padding changes the Bert embedding of real tokens
+        assert not torch.allclose(ref, masked)
+
+
+def test_bert_t5_max_sequence_length(bert_t5_dir):
+    enc = load_text_encoder(bert_t5_dir, dtype=torch.float32)
+    out = enc.encode([ENGLISH], max_sequence_length=16)
+    assert out.embeds.shape[1] == 16 and out.embeds_2.shape[1] == 16
+    assert out.mask.all() and out.mask_2.all()  # truncated prompt fills every position
+    with pytest.raises(ValueError, match="256"):
+        enc.encode([ENGLISH], max_sequence_length=300)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading errors, TextEmbeds, writers
+
+
+def test_missing_folders_raise_clear_errors(qwen_dir, bert_t5_dir, tmp_path):
+    no_tok = tmp_path / "no_tokenizer"
+    shutil.copytree(qwen_dir / "text_encoder", no_tok / "text_encoder")
+    with pytest.raises(ValueError, match=r"missing tokenizer/.*expected a model folder"):
+        load_text_encoder(no_tok, dtype=torch.float32)
+
+    no_t5 = tmp_path / "no_t5"
+    for sub in ("text_encoder", "tokenizer"):
+        shutil.copytree(bert_t5_dir / sub, no_t5 / sub)
+    with pytest.raises(ValueError, match="text_encoder_2/ is missing"):
+        load_text_encoder(no_t5, dtype=torch.float32)
+
+    with pytest.raises(ValueError, match="not a folder"):
+        load_text_encoder(tmp_path / "nowhere", dtype=torch.float32)
+
+    # detection reads config.json, not names: a T5 where the first encoder belongs is rejected
+    wrong = tmp_path / "wrong"
+    shutil.copytree(bert_t5_dir / "text_encoder_2", wrong / "text_encoder")
+    shutil.copytree(bert_t5_dir / "tokenizer_2", wrong / "tokenizer")
+    with pytest.raises(ValueError, match="neither Qwen2-VL"):
+        load_text_encoder(wrong, dtype=torch.float32)
+
+
+def test_text_embeds_helpers():
+    e = TextEmbeds(torch.randn(2, 5, 4), torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]]))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.embeds = torch.zeros(1)  # type: ignore[misc]
+    h = e.to("cpu", torch.float16)
+    assert h.embeds.dtype == torch.float16 and h.mask.dtype == torch.long
+    both = TextEmbeds.cat([e, e.repeat(2)])
+    assert both.batch_size == 6 and torch.equal(both.mask[2], both.mask[3]) and torch.equal(both.mask[3], e.mask[0])
+    assert torch.equal(both.embeds[5], e.embeds[1])
+    with pytest.raises(ValueError):
+        TextEmbeds(torch.randn(2, 5, 4), torch.ones(2, 6))
+    with pytest.raises(ValueError):
+        TextEmbeds(torch.randn(2, 5, 4), torch.ones(2, 5), embeds_2=torch.randn(2, 3, 4))
+
+
+def _tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("writer", [write_tiny_qwen2vl, write_tiny_bert_t5])
+def test_tiny_writers_are_deterministic(writer, tmp_path):
+    a = _tree_bytes(writer(tmp_path / "a"))
+    b = _tree_bytes(writer(tmp_path / "b"))
+    assert a.keys() == b.keys() and a == b
+    assert sum(len(v) for v in a.values()) < 1_000_000
+    assert any(k.endswith("model.safetensors") for k in a) and any(k.endswith("tokenizer.json") for k in a)
