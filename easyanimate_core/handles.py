@@ -1,0 +1,77 @@
+"""Small immutable handles that travel between nodes (and CLI steps).
+
+A handle holds a loaded model plus how to run it (dtype, memory policy, attention backend, LoRA patches).
+Changing any of these returns a new handle; nothing mutates a loaded model in place, so graphs that share
+a loader stay correct and cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from .configs import TransformerConfig
+from .memory import MemoryPolicy
+from .text import TextEmbeds, TextEncoder
+from .transformer import EasyAnimateTransformer
+from .vae import MagvitVAE
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """'auto' picks bf16 on GPUs that support it, else fp16 on GPUs, and fp32 on the CPU."""
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if precision in table:
+        return table[precision]
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {precision!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def vae_dtype_for(dtype: torch.dtype) -> torch.dtype:
+    """The official fp16 recipe runs the VAE in float32 (``upcast_vae``); other precisions run it as is."""
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
+@dataclass(frozen=True, eq=False)
+class TransformerHandle:
+    model: EasyAnimateTransformer
+    dtype: torch.dtype
+    memory: MemoryPolicy = MemoryPolicy()
+    scheduler_config: dict | None = None
+    attention: str = "sdpa"
+    loras: tuple = ()
+    name: str = ""
+
+    @property
+    def config(self) -> TransformerConfig:
+        return self.model.config
+
+    def replace(self, **changes) -> TransformerHandle:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, eq=False)
+class VAEHandle:
+    vae: MagvitVAE
+    dtype: torch.dtype
+    memory: MemoryPolicy = MemoryPolicy()
+
+
+@dataclass(frozen=True, eq=False)
+class TextEncoderHandle:
+    encoder: TextEncoder
+    dtype: torch.dtype
+    memory: MemoryPolicy = MemoryPolicy()
+
+
+@dataclass(frozen=True, eq=False)
+class PromptEmbeds:
+    """Positive and negative prompt embeddings, computed once and reusable across sampler runs."""
+
+    positive: TextEmbeds
+    negative: TextEmbeds
+    kind: str  # the text encoder kind that made them ("qwen2vl" or "bert_t5")

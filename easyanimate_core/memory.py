@@ -1,0 +1,132 @@
+"""Placement policies: where weights live while a model works, and how blocks are streamed.
+
+Modes (see README "Memory and speed"):
+- ``none``: everything resident on the compute device.
+- ``model_offload``: each model on the compute device only while it works, then back to the offload device.
+- ``fp8``: transformer block weights stored as float8 e4m3fn (computed in bf16/fp16), with model offload.
+- ``block_swap``: the first ``resident_blocks`` blocks stay on the compute device, the others are streamed in
+  for their turn (the next block's copy is prefetched on a side CUDA stream) and dropped after it.
+
+No policy mutates a model's parameters in place: streamed blocks run through ``torch.func.functional_call``
+with device copies, so a model is unchanged after any error or interrupt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+MEMORY_MODES = ("none", "model_offload", "fp8", "block_swap")
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    mode: str = "none"
+    resident_blocks: int = 0  # block_swap: how many leading blocks stay on the compute device
+    prefetch: bool = True  # block_swap: copy the next block while the current one computes (CUDA)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MEMORY_MODES:
+            raise ValueError(f"unknown memory mode {self.mode!r}; choose one of {', '.join(MEMORY_MODES)}")
+        if self.resident_blocks < 0:
+            raise ValueError(f"resident_blocks must be >= 0, got {self.resident_blocks}")
+
+    @property
+    def offloads(self) -> bool:
+        return self.mode in ("model_offload", "fp8", "block_swap")
+
+    @property
+    def weight_dtype(self) -> torch.dtype | None:
+        return torch.float8_e4m3fn if self.mode == "fp8" else None
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def on_device(
+    module: nn.Module,
+    device: torch.device,
+    offload: torch.device,
+    policy: MemoryPolicy,
+    keep: Callable[[str], bool] | None = None,
+) -> Iterator[None]:
+    """Put ``module`` (or its parameters for which ``keep(name)`` is true) on ``device`` for the block.
+
+    With an offloading policy everything returns to ``offload`` afterwards, also on errors.
+    """
+    moved = []
+    try:
+        for name, sub in module.named_children():
+            if keep is None or keep(name):
+                if _module_device(sub) != device:
+                    sub.to(device)
+                moved.append(sub)
+        yield
+    finally:
+        if policy.offloads:
+            for sub in moved:
+                sub.to(offload)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+class BlockStreamer:
+    """``run_blocks`` for block swap: blocks ``>= resident`` run from device copies made just in time."""
+
+    def __init__(self, blocks: nn.ModuleList, resident: int, device: torch.device, prefetch: bool = True) -> None:
+        self.blocks, self.resident, self.device = blocks, resident, device
+        self.stream = torch.cuda.Stream(device) if prefetch and device.type == "cuda" else None
+        self.pending: dict[int, tuple[dict[str, torch.Tensor], torch.cuda.Event | None]] = {}
+
+    def _fetch(self, i: int) -> None:
+        if i >= len(self.blocks) or i < self.resident or i in self.pending:
+            return
+        state = dict(self.blocks[i].named_parameters())
+        if self.stream is None:
+            self.pending[i] = ({k: v.to(self.device) for k, v in state.items()}, None)
+            return
+        with torch.cuda.stream(self.stream):
+            copies = {k: v.to(self.device, non_blocking=True) for k, v in state.items()}
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        self.pending[i] = (copies, event)
+
+    def __call__(self, i: int, block: nn.Module, x, txt, temb, rope):
+        if i < self.resident:
+            return block(x, txt, temb, rope)
+        self._fetch(i)
+        copies, event = self.pending.pop(i)
+        if event is not None:
+            torch.cuda.current_stream(self.device).wait_event(event)
+        self._fetch(i + 1)  # overlap the next copy with this block's compute
+        out = functional_call(block, copies, (x, txt, temb, rope))
+        del copies
+        return out
+
+
+@contextmanager
+def transformer_placement(model: nn.Module, device: torch.device, offload: torch.device, policy: MemoryPolicy):
+    """Place the transformer for one sampling run; yields the ``run_blocks`` hook (None unless swapping)."""
+    if policy.mode != "block_swap":
+        with on_device(model, device, offload, policy):
+            yield None
+        return
+    resident = min(policy.resident_blocks, len(model.transformer_blocks))
+    blocks = model.transformer_blocks
+    with on_device(model, device, offload, policy, keep=lambda name: name != "transformer_blocks"):
+        for block in blocks[:resident]:
+            block.to(device)
+        try:
+            yield BlockStreamer(blocks, resident, device, policy.prefetch)
+        finally:
+            for block in blocks[:resident]:
+                block.to(offload)

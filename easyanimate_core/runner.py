@@ -1,0 +1,121 @@
+"""Running handles: text encoding, sampling and VAE passes with placement, progress and interrupts.
+
+These are what the ComfyUI nodes and the CLI call; each takes the compute and offload devices and the
+host's ``progress`` / ``should_stop`` callbacks as arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+
+import torch
+
+from . import conditioning as C
+from .handles import PromptEmbeds, TextEncoderHandle, TransformerHandle, VAEHandle
+from .memory import on_device, transformer_placement
+from .sampling import Conditioning, initial_noise, sample
+from .schedulers import build_scheduler
+from .vae import VAETiling
+
+
+def encode_prompts(
+    te: TextEncoderHandle, prompt: str, negative: str, device: torch.device, offload: torch.device
+) -> PromptEmbeds:
+    """Embed a prompt and its negative; the text encoder leaves the GPU afterwards under offloading policies."""
+    with ExitStack() as stack:
+        for module in te.encoder.modules():
+            stack.enter_context(on_device(module, device, offload, te.memory))
+        pos = te.encoder.encode([prompt], device=device)
+        neg = te.encoder.encode([negative], device=device)
+    cpu = torch.device("cpu")
+    return PromptEmbeds(pos.to(cpu), neg.to(cpu), te.encoder.kind)
+
+
+def check_embeds(handle: TransformerHandle, embeds: PromptEmbeds) -> None:
+    cfg = handle.config
+    want = "bert_t5" if cfg.version == "V5" else "qwen2vl"
+    if embeds.kind != want:
+        raise ValueError(
+            f"the prompt was encoded with a {embeds.kind} text encoder but the model is EasyAnimate {cfg.version}, "
+            f"which needs {want}: use the text encoder of the same checkpoint"
+        )
+    if embeds.positive.embeds.shape[-1] != cfg.text_embed_dim:
+        raise ValueError(
+            f"text embeddings are {embeds.positive.embeds.shape[-1]} wide but the model expects {cfg.text_embed_dim}: "
+            "use the text encoder of the same checkpoint"
+        )
+
+
+def run_sampler(
+    handle: TransformerHandle,
+    embeds: PromptEmbeds,
+    latent_shape: tuple[int, ...],
+    *,
+    steps: int,
+    cfg: float,
+    seed: int,
+    scheduler: str,
+    shift: float | None = None,
+    denoise: float = 1.0,
+    cond: Conditioning | None = None,
+    device: torch.device,
+    offload: torch.device,
+    progress: Callable[[int, int, torch.Tensor], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    """Sample scaled latents of ``latent_shape`` [B, C, t, h, w] (float32, on the CPU)."""
+    check_embeds(handle, embeds)
+    noise, generator = initial_noise(latent_shape, seed)
+    sched = build_scheduler(scheduler, handle.scheduler_config, shift)
+    model = handle.model
+    model.set_attention_backend(handle.attention)
+    with transformer_placement(model, device, offload, handle.memory) as run_blocks:
+        latents = sample(
+            model,
+            sched,
+            embeds.positive,
+            embeds.negative,
+            noise,
+            steps=steps,
+            cfg=cfg,
+            denoise=denoise,
+            cond=cond,
+            generator=generator,
+            device=device,
+            dtype=handle.dtype,
+            progress=progress,
+            should_stop=should_stop,
+            run_blocks=run_blocks,
+        )
+    return latents.cpu()
+
+
+def vae_decode(
+    vh: VAEHandle,
+    latents: torch.Tensor,
+    device: torch.device,
+    offload: torch.device,
+    tile: VAETiling | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Scaled latents [B, C, t, h, w] -> IMAGE frames [B*T, H, W, 3] float32 0..1 on the CPU."""
+    with on_device(vh.vae, device, offload, vh.memory):
+        z = latents.to(device, vh.dtype) / vh.vae.scaling_factor
+        video = vh.vae.decode(z, tile=tile, progress=progress)
+    frames = (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1)  # [B, 3, T, H, W] -> [B, T, H, W, 3]
+    return frames.flatten(0, 1).cpu()
+
+
+def vae_encode(
+    vh: VAEHandle,
+    video: torch.Tensor,
+    device: torch.device,
+    offload: torch.device,
+    tile: VAETiling | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Video [B, 3, T, H, W] in -1..1 -> scaled latents (the posterior's mean) float32 on the CPU."""
+    with on_device(vh.vae, device, offload, vh.memory):
+        latents = C.encode_mode(vh.vae, video.to(device, vh.dtype), tile=tile, progress=progress)
+    return latents.float().cpu()

@@ -1,0 +1,336 @@
+"""The pack's only door to ComfyUI: devices, interrupts, progress and previews, model and file folders.
+
+Inside ComfyUI every function calls ComfyUI's own service (`comfy.model_management`, `comfy.utils`,
+`folder_paths`, `latent_preview`, `server`). Without ComfyUI (tests, the CLI) plain equivalents are
+used: importing this module installs nothing, downloads nothing and needs no GPU.
+
+Fallback folders: models in `$EASYANIMATE_MODELS_DIR` or `<repo>/models`, outputs in
+`$EASYANIMATE_OUTPUT_DIR` or `<repo>/output`, inputs in `$EASYANIMATE_INPUT_DIR` or `<repo>/input`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+try:
+    import comfy.model_management as _mm
+except ImportError:
+    _mm = None
+try:
+    import comfy.utils as _comfy_utils
+except ImportError:
+    _comfy_utils = None
+try:
+    import folder_paths as _folder_paths
+except ImportError:
+    _folder_paths = None
+try:
+    import latent_preview as _latent_preview
+except ImportError:
+    _latent_preview = None
+try:
+    import server as _server
+except ImportError:
+    _server = None
+
+log = logging.getLogger("EasyAnimate")
+
+IN_COMFYUI = _mm is not None
+CHECKPOINT_FOLDER = "EasyAnimate"  # whole checkpoints: models/EasyAnimate/<name>/
+FILE_FOLDERS = ("diffusion_models", "vae", "text_encoders", "loras")  # single files
+MODEL_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}  # folder_paths'
+PREVIEW_MAX_SIZE = 512  # ComfyUI's default --preview-size
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The fallback's only state, mirroring model_management's own interrupt flag.
+_fallback_interrupt = threading.Event()
+
+
+class EasyAnimateInterrupted(InterruptedError):
+    """Raised by `throw_if_interrupted` when running without ComfyUI."""
+
+
+# The exception `throw_if_interrupted` raises; ComfyUI's executor treats its own as a clean cancel.
+INTERRUPT_EXCEPTION: type[Exception] = _mm.InterruptProcessingException if _mm else EasyAnimateInterrupted
+
+
+# --- devices and memory ---------------------------------------------------------------------------
+
+
+def torch_device() -> torch.device:
+    """The device to compute on (ComfyUI's choice, honouring --cpu, --directml, ...)."""
+    if _mm is not None:
+        return _mm.get_torch_device()
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    """Where idle weights wait (ComfyUI: CPU, or the GPU itself with --gpu-only / --highvram)."""
+    return _mm.unet_offload_device() if _mm is not None else torch.device("cpu")
+
+
+def soft_empty_cache() -> None:
+    """Give cached, unused accelerator memory back."""
+    if _mm is not None:
+        _mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --- interruption ---------------------------------------------------------------------------------
+
+
+def throw_if_interrupted() -> None:
+    """Raise INTERRUPT_EXCEPTION if the user cancelled; clears the request, as ComfyUI's does."""
+    if _mm is not None:
+        _mm.throw_exception_if_processing_interrupted()
+    elif _fallback_interrupt.is_set():
+        _fallback_interrupt.clear()
+        raise EasyAnimateInterrupted("EasyAnimate: processing interrupted")
+
+
+def should_stop() -> bool:
+    """True once the user has cancelled; never raises and leaves the request set, so the engine can
+    stop at a clean point and the node then calls `throw_if_interrupted()`."""
+    if _mm is not None:
+        return bool(_mm.processing_interrupted())
+    return _fallback_interrupt.is_set()
+
+
+def request_interrupt(value: bool = True) -> None:
+    """Ask running work to stop (ComfyUI's `interrupt_current_processing`; the CLI's Ctrl+C)."""
+    if _mm is not None:
+        _mm.interrupt_current_processing(value)
+    elif value:
+        _fallback_interrupt.set()
+    else:
+        _fallback_interrupt.clear()
+
+
+# --- progress and previews ------------------------------------------------------------------------
+
+
+class _PlainProgressBar:
+    """comfy.utils.ProgressBar's interface without ComfyUI: logs, and honours interrupts like its hook."""
+
+    def __init__(self, total: int):
+        self.total, self.current = total, 0
+
+    def update_absolute(self, value: int, total: int | None = None, preview: Any = None) -> None:
+        if total is not None:
+            self.total = total
+        self.current = min(value, self.total)
+        log.debug("progress %d/%d", self.current, self.total)
+        throw_if_interrupted()
+
+    def update(self, value: int) -> None:
+        self.update_absolute(self.current + value)
+
+
+def progress_bar(total: int):
+    """An object with `update_absolute(value, total=None, preview=None)` and `update(value)`; inside
+    ComfyUI it is `comfy.utils.ProgressBar`, whose hook also raises on a pending interrupt."""
+    return _comfy_utils.ProgressBar(total) if _comfy_utils is not None else _PlainProgressBar(total)
+
+
+def _previews_enabled() -> bool:
+    """Follows latent_preview.get_previewer: none unless ComfyUI runs with --preview-method other than none."""
+    if _latent_preview is None or _server is None:
+        return False
+    method = getattr(getattr(_latent_preview, "args", None), "preview_method", None)
+    return method is None or getattr(method, "value", method) != "none"
+
+
+def _preview_max_size() -> int:
+    return getattr(_latent_preview, "MAX_PREVIEW_RESOLUTION", PREVIEW_MAX_SIZE) or PREVIEW_MAX_SIZE
+
+
+def _image_to_pil(image: torch.Tensor):
+    """IMAGE [H, W, 3] in 0..1 -> PIL."""
+    from PIL import Image
+
+    array = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    return Image.fromarray(array)
+
+
+def rgb_factor_decoder(factors: Sequence[Sequence[float]], bias: Sequence[float] | None = None) -> Callable:
+    """latents [B, C, T, H, W] (or [B, C, H, W]) -> IMAGE [H, W, 3] 0..1 of the first frame, by a
+    linear latent->RGB table of C rows of (R, G, B), as ComfyUI's Latent2RGBPreviewer does."""
+    table = torch.tensor(factors, dtype=torch.float32)  # [C, 3]
+    offset = None if bias is None else torch.tensor(bias, dtype=torch.float32)
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        x0 = latents[0, :, 0] if latents.ndim == 5 else latents[0]  # [C, H, W]
+        weight = table.to(x0.device).transpose(0, 1)  # [3, C]
+        rgb = torch.nn.functional.linear(x0.float().movedim(0, -1), weight, offset)  # [H, W, 3] in -1..1
+        return ((rgb + 1.0) / 2.0).clamp(0, 1)
+
+    return decode
+
+
+def _as_decoder(latent_format_or_decoder: Any) -> Callable | None:
+    source = latent_format_or_decoder
+    if source is None or callable(source):
+        return source
+    if hasattr(source, "latent_rgb_factors"):  # a ComfyUI-style LatentFormat
+        return rgb_factor_decoder(source.latent_rgb_factors, getattr(source, "latent_rgb_factors_bias", None))
+    return rgb_factor_decoder(source)
+
+
+def make_progress_callback(total: int, latent_format_or_decoder: Any = None) -> Callable:
+    """-> `progress(step, total, latents=None)` for the engine: `step` sampling steps are done.
+
+    `latent_format_or_decoder` is a callable `latents -> IMAGE [H, W, 3] 0..1`, a latent->RGB factor
+    table (C rows of R, G, B), an object with `latent_rgb_factors`, or None. When the host shows
+    previews, each call sends ("JPEG", PIL image, max size) with the progress, as latent_preview's
+    callback does; otherwise the latents are not decoded at all."""
+    bar = progress_bar(total)
+    decode = _as_decoder(latent_format_or_decoder) if _previews_enabled() else None
+
+    def progress(step: int, total_steps: int | None = None, latents: torch.Tensor | None = None) -> None:
+        preview = None
+        if decode is not None and latents is not None:
+            with torch.inference_mode():
+                preview = ("JPEG", _image_to_pil(decode(latents)), _preview_max_size())
+        bar.update_absolute(step, total_steps, preview)
+
+    return progress
+
+
+def send_ui_event(event: str, data: dict) -> None:
+    """A JSON message to the browser (PromptServer.send_sync); dropped without ComfyUI."""
+    if _server is not None and getattr(_server.PromptServer, "instance", None) is not None:
+        _server.PromptServer.instance.send_sync(event, data)
+
+
+# --- folders --------------------------------------------------------------------------------------
+
+
+def _fallback_models_root() -> str:
+    return os.environ.get("EASYANIMATE_MODELS_DIR") or os.path.join(REPO_DIR, "models")
+
+
+def _fallback_paths(folder_name: str) -> list[str]:
+    """Without ComfyUI the folders are fixed: `<models root>/<name>` for ours and the single-file ones."""
+    if folder_name in (CHECKPOINT_FOLDER, *FILE_FOLDERS):
+        return [os.path.join(_fallback_models_root(), folder_name)]
+    return []
+
+
+def register_model_folders() -> None:
+    """Register `models/EasyAnimate` with folder_paths.add_model_folder_path (which keeps any path a
+    user added in extra_model_paths.yaml, and adds a path only once). Without ComfyUI there is nothing
+    to register: `EasyAnimate` and the single-file folders always resolve under the models root.
+    Creates no directories."""
+    if _folder_paths is not None:
+        _folder_paths.add_model_folder_path(
+            CHECKPOINT_FOLDER, os.path.join(_folder_paths.models_dir, CHECKPOINT_FOLDER)
+        )
+
+
+def folder_paths_for(folder_name: str) -> list[str]:
+    """Every directory registered for `folder_name` (empty when unknown)."""
+    if _folder_paths is not None:
+        try:
+            return _folder_paths.get_folder_paths(folder_name)
+        except KeyError:
+            return []
+    return _fallback_paths(folder_name)
+
+
+def list_models(folder_name: str) -> list[str]:
+    """Files under the folder's directories, relative and sorted (ComfyUI: get_filename_list)."""
+    if _folder_paths is not None:
+        try:
+            return list(_folder_paths.get_filename_list(folder_name))
+        except KeyError:
+            return []
+    names = set()
+    for root in _fallback_paths(folder_name):
+        for directory, dirs, files in os.walk(root, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if folder_name == CHECKPOINT_FOLDER or os.path.splitext(name)[1].lower() in MODEL_EXTENSIONS:
+                    names.add(os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/"))
+    return sorted(names)
+
+
+def list_checkpoint_folders() -> list[str]:
+    """Names of the sub-folders of every `EasyAnimate` directory (whole checkpoints), sorted."""
+    names = set()
+    for root in folder_paths_for(CHECKPOINT_FOLDER):
+        if os.path.isdir(root):
+            names.update(n for n in os.listdir(root) if not n.startswith(".") and os.path.isdir(os.path.join(root, n)))
+    return sorted(names)
+
+
+def model_path(folder_name: str, name: str) -> str:
+    """The full path of a file or checkpoint folder `name` in `folder_name`; FileNotFoundError lists
+    where it looked. (ComfyUI's get_full_path finds files only, so folders are searched here.)"""
+    if _folder_paths is not None:
+        found = _folder_paths.get_full_path(folder_name, name)
+        if found is not None:
+            return found
+    relative = os.path.relpath(os.path.join("/", name), "/")  # no escaping the folder with "../"
+    searched = folder_paths_for(folder_name)
+    for root in searched:
+        candidate = os.path.join(root, relative)
+        if os.path.exists(candidate):
+            return candidate
+    where = "\n  ".join(searched) if searched else f"(no folder is registered as {folder_name!r})"
+    raise FileNotFoundError(f"EasyAnimate: {name!r} not found in {folder_name!r}; looked in:\n  {where}")
+
+
+def output_directory() -> str:
+    if _folder_paths is not None:
+        return _folder_paths.get_output_directory()
+    return os.environ.get("EASYANIMATE_OUTPUT_DIR") or os.path.join(REPO_DIR, "output")
+
+
+def input_directory() -> str:
+    if _folder_paths is not None:
+        return _folder_paths.get_input_directory()
+    return os.environ.get("EASYANIMATE_INPUT_DIR") or os.path.join(REPO_DIR, "input")
+
+
+def annotated_input_path(name: str) -> str:
+    """A LoadImage-style name ("clip.mp4", "x.png [output]", "y.png [input]") -> full path."""
+    if _folder_paths is not None:
+        return _folder_paths.get_annotated_filepath(name)
+    for suffix, directory in ((" [output]", output_directory), (" [input]", input_directory)):
+        if name.endswith(suffix):
+            return os.path.join(directory(), name[: -len(suffix)])
+    return os.path.join(input_directory(), name)
+
+
+def save_path(filename_prefix: str, width: int = 0, height: int = 0) -> tuple[str, str, int, str]:
+    """-> (folder, file name stem, next counter, subfolder) for `<stem>_<counter:05>_.<ext>` under the
+    output directory (ComfyUI: get_save_image_path, which also expands %width% and %date% tokens)."""
+    if _folder_paths is not None:
+        folder, stem, counter, subfolder, _ = _folder_paths.get_save_image_path(
+            filename_prefix, output_directory(), width, height
+        )
+        return folder, stem, counter, subfolder
+    root = output_directory()
+    subfolder = os.path.dirname(os.path.normpath(filename_prefix))
+    stem = os.path.basename(os.path.normpath(filename_prefix))
+    folder = os.path.join(root, subfolder)
+    if os.path.commonpath((os.path.abspath(root), os.path.abspath(folder))) != os.path.abspath(root):
+        raise ValueError(f"EasyAnimate: saving outside the output folder is not allowed: {folder}")
+    os.makedirs(folder, exist_ok=True)
+    taken = [0]
+    for existing in os.listdir(folder):
+        head, _, rest = existing.partition(stem + "_")
+        if head == "" and rest[:5].isdigit():
+            taken.append(int(rest[:5]))
+    return folder, stem, max(taken) + 1, subfolder

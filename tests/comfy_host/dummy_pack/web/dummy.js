@@ -1,0 +1,1 @@
+// Served by ComfyUI from WEB_DIRECTORY; the harness only checks that the folder is found.

@@ -1,0 +1,66 @@
+"""Stand-in for `comfy/model_management.py`: devices, cache and the interrupt flag.
+
+The interrupt functions keep ComfyUI's exact semantics: `throw_exception_if_processing_interrupted`
+clears the flag when it raises, and `processing_interrupted` only reads it.
+"""
+
+import threading
+
+import torch
+
+
+class InterruptProcessingException(Exception):
+    pass
+
+
+class OOM_EXCEPTION(Exception):  # noqa: N801 - ComfyUI's name (an alias of torch.cuda.OutOfMemoryError there)
+    pass
+
+
+DISABLE_SMART_MEMORY = False
+
+interrupt_processing_mutex = threading.RLock()
+interrupt_processing = False
+
+
+def get_torch_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def unet_offload_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def intermediate_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def soft_empty_cache(force: bool = False) -> None:
+    pass
+
+
+def cleanup_models_gc() -> None:
+    pass
+
+
+def unload_all_models() -> None:
+    pass
+
+
+def interrupt_current_processing(value: bool = True) -> None:
+    global interrupt_processing
+    with interrupt_processing_mutex:
+        interrupt_processing = value
+
+
+def processing_interrupted() -> bool:
+    with interrupt_processing_mutex:
+        return interrupt_processing
+
+
+def throw_exception_if_processing_interrupted() -> None:
+    global interrupt_processing
+    with interrupt_processing_mutex:
+        if interrupt_processing:
+            interrupt_processing = False
+            raise InterruptProcessingException()
