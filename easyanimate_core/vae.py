@@ -141,7 +141,9 @@ class VAETiling:
 
 
 def _nearest(value: int, multiple: int, offset: int = 0) -> int:
-    return max(round((value - offset) / multiple), 0) * multiple + offset or multiple
+    """The valid value ``k * multiple + offset`` closest to ``value`` (k >= 1 when offset is 0)."""
+    k = max(round((value - offset) / multiple), 0 if offset else 1)
+    return k * multiple + offset
 
 
 def _blend(a: torch.Tensor, b: torch.Tensor, extent: int, dim: int) -> None:
