@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .schedulers import noise_latents, set_timesteps
+from .teacache import COEFFICIENTS, TeaCache, model_size
 from .transformer import BlockRunner, EasyAnimateTransformer
 
 Progress = Callable[[int, int, torch.Tensor], None]
@@ -88,12 +89,17 @@ def sample(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     run_blocks: BlockRunner | None = None,
+    teacache: float = 0.0,
+    teacache_coefficients: tuple[float, ...] | None = None,
+    stats: dict | None = None,
 ) -> torch.Tensor:
     """Denoise ``noise`` [B, C, t, h, w] into latents (float32, scaled like the VAE's latents).
 
     ``text``/``negative`` are :class:`~easyanimate_core.text.TextEmbeds` (``negative`` unused when
     ``cfg <= 1``). ``scheduler`` must be fresh (diffusers schedulers keep a step index). With
     ``denoise < 1`` the run starts from ``cond.init_latents`` noised to the first kept timestep.
+    ``teacache > 0`` enables TeaCache with that threshold (fresh state each run); the number of skipped
+    transformer calls is written to ``stats["teacache_skipped"]`` when ``stats`` is given.
     """
     cond = cond or Conditioning()
     device = torch.device(device)
@@ -125,6 +131,10 @@ def sample(
         keep = (cond.keep_mask.to(device, torch.float32), cond.init_latents.to(device, torch.float32))
 
     total = len(timesteps)
+    cache = None
+    if teacache > 0:
+        coefficients = teacache_coefficients or COEFFICIENTS[model_size(model)]
+        cache = TeaCache(threshold=teacache, num_steps=total, coefficients=coefficients)
     for i, t in enumerate(timesteps):
         if should_stop is not None and should_stop():
             raise Interrupted(f"stopped before step {i + 1} of {total}")
@@ -132,7 +142,8 @@ def sample(
         if hasattr(scheduler, "scale_model_input"):
             x = scheduler.scale_model_input(x, t)
         t_in = t.to(device=device, dtype=torch.float32).reshape(1).expand(x.shape[0])
-        pred = model(x.to(dtype), t_in, txt, txt_2, inpaint, control, rope=rope, run_blocks=run_blocks).float()
+        pred = model(x.to(dtype), t_in, txt, txt_2, inpaint, control, rope=rope, run_blocks=run_blocks, cache=cache)
+        pred = pred.float()
         if do_cfg:
             uncond, pred_text = pred.chunk(2)
             pred = uncond + cfg * (pred_text - uncond)
@@ -146,4 +157,7 @@ def sample(
             latents = (1 - mask) * init + mask * latents
         if progress is not None:
             progress(i + 1, total, latents)
+    if stats is not None:
+        stats["teacache_skipped"] = 0 if cache is None else cache.skipped
+        stats["transformer_calls"] = total - stats["teacache_skipped"]
     return latents

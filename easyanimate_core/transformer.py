@@ -18,6 +18,7 @@ from torch import nn
 from . import ops
 from .attention import attention
 from .configs import TransformerConfig
+from .teacache import TeaCache
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each [T*H*W, head_dim] float32
 
@@ -258,12 +259,15 @@ class EasyAnimateTransformer(nn.Module):
             raise ValueError("this V5 transformer needs the T5 text embedding as well (text_encoder_2)")
         return x, txt
 
-    def unpatchify(self, x: torch.Tensor, temb: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """Output head: ``[B, Thw, D]`` tokens -> ``[B, C, T, H, W]``."""
+    def head(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """Final norms of the video tokens (what TeaCache's residual spans together with the blocks)."""
+        return self.norm_out(self.norm_final(x), temb)
+
+    def unpatchify(self, x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Output projection: ``[B, Thw, D]`` normed tokens -> ``[B, C, T, H, W]``."""
         b, _, t, h, w = shape
         p, c = self.config.patch_size, self.config.out_channels
-        x = self.proj_out(self.norm_out(self.norm_final(x), temb))
-        x = x.reshape(b, t, h // p, w // p, c, p, p)
+        x = self.proj_out(x).reshape(b, t, h // p, w // p, c, p, p)
         return x.permute(0, 4, 1, 2, 5, 3, 6).reshape(b, c, t, h, w)  # [B, C, T, h, p, w, p]
 
     def forward(
@@ -276,17 +280,25 @@ class EasyAnimateTransformer(nn.Module):
         control: torch.Tensor | None = None,
         rope: Rope | None = None,
         run_blocks: BlockRunner | None = None,
+        cache: TeaCache | None = None,
     ) -> torch.Tensor:
         """Predict the model output for ``latents`` [B, C, T, H, W] at ``timestep`` [B].
 
         ``text`` [B, L, text_embed_dim] (and ``text_2`` [B, L2, text_embed_dim_t5] for V5); ``inpaint``
         [B, 1 + C, T, H, W] (mask, masked-video latents) for InP; ``control`` [B, Cc, T, H, W] for Control
-        and Control-Camera. ``run_blocks`` lets the memory policy wrap each block call (offload, swap).
+        and Control-Camera. ``run_blocks`` lets the memory policy wrap each block call (offload, swap);
+        ``cache`` (TeaCache) may replace the blocks by the previous step's residual.
         """
         x, txt = self.embed_inputs(latents, text, text_2, inpaint, control)
         temb = self.embed_time(timestep, x.dtype)
         if rope is None:
             rope = self.rope(*latents.shape[2:], device=latents.device)
+        if cache is not None and not cache.should_compute(self.transformer_blocks[0].norm1(x, txt, temb)[0]):
+            return self.unpatchify(x + cache.residual, latents.shape)
+        start = x
         for i, block in enumerate(self.transformer_blocks):
             x, txt = run_blocks(i, block, x, txt, temb, rope) if run_blocks else block(x, txt, temb, rope)
-        return self.unpatchify(x, temb, latents.shape)
+        x = self.head(x, temb)
+        if cache is not None:
+            cache.residual = x - start
+        return self.unpatchify(x, latents.shape)

@@ -1,0 +1,117 @@
+"""Memory modes, TeaCache and attention backends: each gives the output of the plain run (or a stated tolerance)."""
+
+import numpy as np
+import pytest
+import torch
+
+from easyanimate_core.attention import attention, available_backends, check_backend
+from easyanimate_core.loading import load_transformer
+from easyanimate_core.memory import MemoryPolicy, transformer_placement
+from easyanimate_core.sampling import Interrupted, initial_noise, sample
+from easyanimate_core.schedulers import build_scheduler
+from easyanimate_core.teacache import COEFFICIENTS, TeaCache
+from easyanimate_core.testing.transformer import tiny_transformer_config, write_tiny_transformer
+from easyanimate_core.text import TextEmbeds
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    cfg = tiny_transformer_config(text_dim=32)
+    cfg["num_layers"] = 4
+    return write_tiny_transformer(tmp_path_factory.mktemp("tr") / "transformer", cfg)
+
+
+@pytest.fixture(scope="module")
+def model(folder):
+    return load_transformer(folder, dtype=torch.float32)[0]
+
+
+def text(seed: int) -> TextEmbeds:
+    g = torch.Generator().manual_seed(seed)
+    return TextEmbeds(torch.randn(1, 6, 32, generator=g), torch.ones(1, 6, dtype=torch.long))
+
+
+def run(model, policy=MemoryPolicy(), steps=6, **kw):
+    noise, gen = initial_noise((1, 16, 3, 6, 8), 11)
+    with transformer_placement(model, CPU, CPU, policy) as run_blocks:
+        return sample(
+            model, build_scheduler("Flow", None), text(1), text(2), noise, steps=steps, cfg=4.0,
+            generator=gen, run_blocks=run_blocks, **kw,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "policy", [MemoryPolicy("model_offload")] + [MemoryPolicy("block_swap", n) for n in (0, 1, 3, 9)]
+)
+def test_placement_modes_equal_none(model, policy):
+    assert torch.equal(run(model, policy), run(model))
+
+
+def test_block_swap_interrupted_leaves_the_model_unchanged(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = []
+    with pytest.raises(Interrupted):
+        run(
+            model,
+            MemoryPolicy("block_swap", 1),
+            progress=lambda i, n, x: steps.append(i),
+            should_stop=lambda: len(steps) == 2,
+        )
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(run(model, MemoryPolicy("block_swap", 1)), run(model))
+
+
+def test_fp8_weights_within_tolerance(folder, model):
+    """fp8 e4m3fn keeps 3 mantissa bits (relative rounding error up to 1/16 per weight); over 4 blocks the
+    output stays within 10% relative L2 of the float32 run. Norms, biases and embeddings stay float32."""
+    fp8 = load_transformer(folder, dtype=torch.float32, weight_dtype=torch.float8_e4m3fn)[0]
+    assert fp8.transformer_blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
+    assert fp8.transformer_blocks[0].attn1.to_q.bias.dtype == torch.float32
+    assert fp8.transformer_blocks[0].norm1.norm.weight.dtype == torch.float32
+    assert fp8.proj.weight.dtype == torch.float32
+    ref, got = run(model, steps=3), run(fp8, steps=3)
+    rel = ((got - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 0.10
+
+
+def test_teacache_threshold_zero_is_identical_and_reports(model):
+    stats = {}
+    assert torch.equal(run(model, teacache=0.0, stats=stats), run(model))
+    assert stats == {"teacache_skipped": 0, "transformer_calls": 6}
+
+
+def test_teacache_skips_middle_steps_and_resets_every_run(model):
+    stats = {}
+    cached = run(model, teacache=100.0, stats=stats)
+    assert stats["teacache_skipped"] == 4  # the first and last steps always compute
+    assert torch.isfinite(cached).all() and not torch.equal(cached, run(model))
+    assert torch.equal(cached, run(model, teacache=100.0))  # fresh state: the same again
+    assert torch.equal(run(model), run(model, teacache=0.0))  # off after on: plain output
+
+
+def test_teacache_polynomial_and_decisions():
+    cache = TeaCache(threshold=0.5, num_steps=5, coefficients=COEFFICIENTS["7b"])
+    assert cache._rescale(0.3) == pytest.approx(np.poly1d(COEFFICIENTS["7b"])(0.3))
+    x = torch.ones(4)
+    decisions = []
+    cache.residual = torch.zeros(4)
+    for scale in (1.0, 1.01, 1.02, 1.5, 1.5):
+        decisions.append(cache.should_compute(x * scale))
+    # step 0 computes; small changes accumulate under 0.5 and skip; a jump recomputes; the last step computes
+    assert decisions == [True, False, False, True, True]
+    with pytest.raises(ValueError):
+        TeaCache(threshold=-1, num_steps=3, coefficients=(1.0,))
+
+
+def test_attention_backends():
+    assert "sdpa" in available_backends()
+    q = torch.randn(1, 2, 5, 8)
+    assert attention(q, q, q, "sdpa").shape == (1, 5, 16)
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        check_backend("xformers2")
+    for name in ("flash", "sage"):
+        if name not in available_backends():
+            with pytest.raises(ValueError, match="not installed"):
+                check_backend(name)
