@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from easyanimate_core.configs import TransformerConfig  # noqa: E402
-from easyanimate_core.keys import transformer_to_ours  # noqa: E402
+from easyanimate_core.keys import transformer_to_diffusers  # noqa: E402
 from easyanimate_core.transformer import EasyAnimateTransformer  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -44,17 +44,21 @@ def model_kwargs(args) -> dict:
 
 
 def build(impl: str, args, dtype: torch.dtype):
-    from diffusers import EasyAnimateTransformer3DModel
-
+    """Deterministic random weights (the same for both implementations), built without a second copy."""
     kw = model_kwargs(args)
-    torch.manual_seed(0)
-    ref = EasyAnimateTransformer3DModel(**kw).eval().to(dtype)
-    if impl == "diffusers":
-        return ref
     with torch.device("meta"):
         ours = EasyAnimateTransformer(TransformerConfig.from_dict(kw))
-    ours.load_state_dict(transformer_to_ours(ref.state_dict()), assign=True)
-    return ours.eval()
+    g = torch.Generator().manual_seed(0)
+    sd = {k: (torch.randn(v.shape, generator=g) * 0.02).to(dtype) for k, v in sorted(ours.state_dict().items())}
+    if impl == "ours":
+        ours.load_state_dict(sd, assign=True)
+        return ours.eval()
+    from diffusers import EasyAnimateTransformer3DModel
+
+    with torch.device("meta"):
+        ref = EasyAnimateTransformer3DModel(**kw)
+    ref.load_state_dict(transformer_to_diffusers(sd), assign=True)
+    return ref.eval()
 
 
 def make_inputs(args, dtype):

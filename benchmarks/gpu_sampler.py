@@ -1,0 +1,206 @@
+"""Sampler speed and peak memory of every memory mode, ours against diffusers' EasyAnimatePipeline, in one run.
+
+Random weights in the shape of EasyAnimate V5.1 12B (48 layers, 3072 wide, Qwen2-VL 3584-wide text),
+CFG on, the prompt embeddings given directly (text encoding is not timed), latents returned (VAE decode
+not timed). Seconds per step are the median over the timed steps after one warm-up step.
+
+    python benchmarks/gpu_sampler.py --size 384x672x49 --size 576x1008x49            # on a CUDA machine
+    python benchmarks/gpu_sampler.py --preset tiny --device cpu --size 64x64x9        # a smoke run anywhere
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from easyanimate_core.configs import TransformerConfig  # noqa: E402
+from easyanimate_core.handles import PromptEmbeds, TransformerHandle  # noqa: E402
+from easyanimate_core.keys import transformer_to_diffusers  # noqa: E402
+from easyanimate_core.memory import MemoryPolicy  # noqa: E402
+from easyanimate_core.runner import run_sampler  # noqa: E402
+from easyanimate_core.text import TextEmbeds  # noqa: E402
+from easyanimate_core.transformer import EasyAnimateTransformer  # noqa: E402
+
+PRESETS = {
+    "12b": dict(num_attention_heads=48, attention_head_dim=64, num_layers=48, mmdit_layers=48, text_embed_dim=3584),
+    "7b": dict(num_attention_heads=32, attention_head_dim=64, num_layers=48, mmdit_layers=48, text_embed_dim=3584),
+    "tiny": dict(num_attention_heads=2, attention_head_dim=16, num_layers=2, mmdit_layers=2, text_embed_dim=32),
+}
+COMMON = dict(in_channels=16, out_channels=16, patch_size=2, time_embed_dim=512, add_norm_text_encoder=True)
+TEXT_LEN = 256
+
+
+def random_state_dict(kw: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        model = EasyAnimateTransformer(TransformerConfig.from_dict(kw))
+    g = torch.Generator().manual_seed(0)
+    return {k: (torch.randn(v.shape, generator=g) * 0.02).to(dtype) for k, v in model.state_dict().items()}
+
+
+def ours_model(sd: dict, kw: dict) -> EasyAnimateTransformer:
+    with torch.device("meta"):
+        model = EasyAnimateTransformer(TransformerConfig.from_dict(kw))
+    model.load_state_dict({k: v.clone() for k, v in sd.items()}, assign=True)
+    return model.eval()
+
+
+def embeds(kw: dict, dtype) -> PromptEmbeds:
+    g = torch.Generator().manual_seed(1)
+
+    def one():
+        return TextEmbeds(
+            torch.randn(1, TEXT_LEN, kw["text_embed_dim"], generator=g).to(dtype),
+            torch.ones(1, TEXT_LEN, dtype=torch.long),
+        )
+
+    return PromptEmbeds(one(), one(), "qwen2vl")
+
+
+class StepClock:
+    """Progress callback recording the wall time of every step (synchronising CUDA)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.times = device, [time.perf_counter()]
+
+    def __call__(self, *args, **kwargs):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.times.append(time.perf_counter())
+        return kwargs.get("callback_kwargs", {}) if "callback_kwargs" in kwargs or len(args) == 4 else None
+
+    def per_step(self) -> float:
+        steps = [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
+        return statistics.median(steps[1:] if len(steps) > 1 else steps)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+
+
+def run_ours(sd, kw, mode, size, args, device, dtype):
+    h, w, f = size
+    policy = MemoryPolicy(mode, resident_blocks=args.resident_blocks)
+    model = ours_model(sd, kw)
+    if mode == "fp8":
+        for name, p in model.named_parameters():
+            if name.startswith("transformer_blocks.") and name.endswith(".weight") and p.ndim == 2:
+                p.data = p.data.to(torch.float8_e4m3fn)
+    if mode == "none":
+        model.to(device)
+    handle = TransformerHandle(model, dtype, policy, attention=args.attention)
+    clock = StepClock(device)
+    reset_peak(device)
+    clock.times = [time.perf_counter()]
+    run_sampler(
+        handle, embeds(kw, dtype), (1, 16, (f - 1) // 4 + 1, h // 8, w // 8), steps=args.steps, cfg=6.0, seed=0,
+        scheduler="Flow", device=device, offload=torch.device("cpu"), progress=lambda i, n, x: clock(),
+    )  # fmt: skip
+    result = clock.per_step(), peak_gib(device)
+    del model, handle
+    return result
+
+
+def run_diffusers(sd, kw, mode, size, args, device, dtype):
+    from diffusers import (
+        AutoencoderKLMagvit,
+        EasyAnimatePipeline,
+        EasyAnimateTransformer3DModel,
+        FlowMatchEulerDiscreteScheduler,
+    )
+
+    h, w, f = size
+    with torch.device("meta"):
+        tr = EasyAnimateTransformer3DModel(**kw)
+    tr.load_state_dict({k: v.clone() for k, v in transformer_to_diffusers(sd).items()}, assign=True)
+    vae = AutoencoderKLMagvit(block_out_channels=(8, 16, 16, 16), norm_num_groups=4, latent_channels=16)
+    pipe = EasyAnimatePipeline(
+        vae=vae.to(dtype),
+        text_encoder=None,
+        tokenizer=None,
+        transformer=tr,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
+    if mode == "none":
+        pipe.to(device)
+    elif mode == "model_offload":
+        pipe.enable_model_cpu_offload(device=device)
+    elif mode == "fp8":
+        tr.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+        pipe.enable_model_cpu_offload(device=device)
+    elif mode == "block_swap":
+        tr.enable_group_offload(
+            device,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=device.type == "cuda",
+        )
+        pipe.vae.to(device)
+    e = embeds(kw, dtype)
+    clock = StepClock(device)
+    reset_peak(device)
+    clock.times = [time.perf_counter()]
+    pipe(
+        prompt_embeds=e.positive.embeds, prompt_attention_mask=e.positive.mask, negative_prompt_embeds=e.negative.embeds,
+        negative_prompt_attention_mask=e.negative.mask, num_frames=f, height=h, width=w, num_inference_steps=args.steps,
+        guidance_scale=6.0, generator=torch.Generator("cpu").manual_seed(0), output_type="latent", callback_on_step_end=clock,
+    )  # fmt: skip
+    result = clock.per_step(), peak_gib(device)
+    del pipe, tr
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=list(PRESETS), default="12b")
+    p.add_argument("--size", action="append", help="HxWxF, e.g. 576x1008x49 (repeatable)")
+    p.add_argument("--mode", action="append", choices=["none", "model_offload", "fp8", "block_swap"])
+    p.add_argument("--impl", action="append", choices=["ours", "diffusers"])
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--resident-blocks", type=int, default=24)
+    p.add_argument("--attention", default="sdpa")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    kw = {**COMMON, **PRESETS[args.preset]}
+    sd = random_state_dict(kw, dtype)
+    sizes = [tuple(int(v) for v in s.split("x")) for s in (args.size or ["384x672x49"])]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"# preset {args.preset}, {args.dtype}, {args.steps} steps, CFG 6, device {name}")
+    print("| size | mode | ours s/it | diffusers s/it | speed-up | ours peak GiB | diffusers peak GiB |")
+    print("|---|---|---|---|---|---|---|")
+    for size in sizes:
+        for mode in args.mode or ["none", "model_offload", "fp8", "block_swap"]:
+            res = {}
+            for impl in args.impl or ["ours", "diffusers"]:
+                fn = run_ours if impl == "ours" else run_diffusers
+                try:
+                    res[impl] = fn(sd, kw, mode, size, args, device, dtype)
+                except torch.OutOfMemoryError:
+                    res[impl] = (float("nan"), float("inf"))
+                reset_peak(device)
+            o, d = res.get("ours", (float("nan"),) * 2), res.get("diffusers", (float("nan"),) * 2)
+            print(
+                f"| {'x'.join(map(str, size))} | {mode} | {o[0]:.3f} | {d[0]:.3f} | x{d[0] / o[0]:.2f} | {o[1]:.1f} | {d[1]:.1f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
