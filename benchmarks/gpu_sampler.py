@@ -134,6 +134,7 @@ def run_diffusers(sd, kw, mode, size, args, device, dtype):
         transformer=tr,
         scheduler=FlowMatchEulerDiscreteScheduler(),
     )
+    pipe.set_progress_bar_config(disable=True)
     if mode == "none":
         pipe.to(device)
     elif mode == "model_offload":
