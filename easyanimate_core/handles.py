@@ -45,6 +45,7 @@ class TransformerHandle:
     attention: str = "sdpa"
     loras: tuple = ()
     name: str = ""
+    latent_rgb: object | None = None  # preview.LatentRGB of the checkpoint's VAE, for sampling previews
 
     @property
     def config(self) -> TransformerConfig:
@@ -59,6 +60,7 @@ class VAEHandle:
     vae: MagvitVAE
     dtype: torch.dtype
     memory: MemoryPolicy = MemoryPolicy()
+    latent_rgb: object | None = None  # preview.LatentRGB fitted from this VAE (see preview.fit_latent_rgb)
 
 
 @dataclass(frozen=True, eq=False)

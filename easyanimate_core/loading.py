@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .configs import TransformerConfig
+from .configs import CAMERA_CHANNELS, TransformerConfig
 from .keys import is_diffusers_transformer, transformer_to_ours
 from .transformer import EasyAnimateTransformer
 from .vae import MagvitVAE, convert_vae_state_dict
@@ -45,15 +47,55 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
 
 
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    # pread(2) reads each tensor into memory of its own, so a tensor that is cast on load (fp32 -> bf16) is freed
+    # right after its cast. With the default mmap backend every tensor keeps the whole file mapped, and the pages
+    # of tensors already cast stay resident: loading an fp32 file in bf16 peaked at 1.5x the file size.
+    try:
+        return load_file(str(path), backend="pread")
+    except TypeError:  # safetensors < 0.8 has no backend choice
+        return load_file(str(path))
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file whatever its suffix: an 8-byte header length, then the JSON header."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _unpickling_reason(e: Exception) -> str:
+    """The one useful line of torch's weights-only refusal ("Unsupported global: GLOBAL posix.system ...")."""
+    msg = str(e)
+    if "WeightsUnpickler error:" in msg:
+        msg = msg.rpartition("WeightsUnpickler error:")[2]
+    else:
+        skip = ("Weights only load failed", "Check the documentation")
+        msg = "\n\n".join(p for p in msg.split("\n\n") if not p.strip().startswith(skip))
+    first = next((line.strip() for line in msg.splitlines() if line.strip()), "")
+    return first.split(". Please use")[0] or "not a tensor pickle"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of one weights file; a truncated or corrupt file is an error naming it."""
+    """Tensors of one weights file; a truncated or corrupt file is an error naming it.
+
+    Pickled files (.pt, .bin, .ckpt) are read with ``torch.load(weights_only=True)``: a pickle holding anything
+    but tensors and plain containers is refused, never executed.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
-        if path.suffix in (".safetensors", ".sft"):
-            return load_file(str(path))
-        sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        if path.suffix in (".safetensors", ".sft") or _looks_like_safetensors(path):
+            return _load_safetensors(path)
+        # mmap needs torch's zip format; older (legacy) pickles are read into memory.
+        sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"refused to load {path}: torch.load(weights_only=True) found something other than tensors in it, "
+            f"or it is not a checkpoint ({_unpickling_reason(e)}). Pickled objects are never executed; convert "
+            "the file to .safetensors if you trust its source"
+        ) from e
     except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as e:
         raise ValueError(f"cannot read weights file {path}: it is truncated, corrupt or not a checkpoint ({e})") from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
@@ -92,6 +134,12 @@ def _block_indices(keys, pattern: str) -> set[int]:
     return {int(m.group(1)) for k in keys if (m := rx.match(k))}
 
 
+def _has_ref_latents(in_channels: int, out_channels: int) -> bool:
+    """V5.1 Control (3C: latents, control, ref) and Control-Camera (2C + 6: latents, Plücker rays, ref) take
+    ref-image latents; V5 Control (2C) does not."""
+    return in_channels in (3 * out_channels, 2 * out_channels + CAMERA_CHANNELS)
+
+
 def infer_transformer_config(sd: dict[str, torch.Tensor]) -> dict:
     """A transformer config.json recovered from weight shapes (for single files that come without one)."""
     keys = list(sd)
@@ -116,7 +164,7 @@ def infer_transformer_config(sd: dict[str, torch.Tensor]) -> dict:
         "text_embed_dim": text_w.shape[1],
         "text_embed_dim_t5": None if t5 is None else t5.shape[1],
         "after_norm": "transformer_blocks.0.norm3.weight" in sd,
-        "add_ref_latent_in_control_model": in_channels == 3 * out_channels,
+        "add_ref_latent_in_control_model": _has_ref_latents(in_channels, out_channels),
     }
     if t5 is None:  # V5.1 defaults for flags the weights cannot show
         cfg.update(V51_FLAGS)
@@ -124,7 +172,13 @@ def infer_transformer_config(sd: dict[str, torch.Tensor]) -> dict:
 
 
 def _assign(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str, report: LoadReport) -> None:
-    result = model.load_state_dict(sd, strict=False, assign=True)
+    try:
+        result = model.load_state_dict(sd, strict=False, assign=True)
+    except RuntimeError as e:  # size mismatches: the weights belong to another size or variant than the config
+        raise ValueError(
+            f"the {what} weights in {', '.join(report.files)} do not fit its config: {e}".rstrip()
+            + "\n(a config.json from another model size, or a single file whose config cannot be inferred)"
+        ) from e
     report.missing, report.unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if report.unexpected:
         log.warning(
@@ -185,7 +239,12 @@ def load_transformer(
         raise ValueError(f"{report.files[0]} is not an EasyAnimate transformer (no patch embedding 'proj.weight')")
     if weight_dtype is None and any(v.dtype == FP8 for v in sd.values()):
         weight_dtype = FP8
-    cfg = TransformerConfig.from_dict(config or infer_transformer_config(sd))
+    config = config or infer_transformer_config(sd)
+    if "add_ref_latent_in_control_model" not in config:  # diffusers configs do not carry it
+        out_channels = config.get("out_channels") or 16
+        ref = _has_ref_latents(config.get("in_channels") or out_channels, out_channels)
+        config = {**config, "add_ref_latent_in_control_model": ref}
+    cfg = TransformerConfig.from_dict(config)
     sd = _cast(sd, dtype, weight_dtype)
     with torch.device("meta"):
         model = EasyAnimateTransformer(cfg)
@@ -217,7 +276,7 @@ def load_vae(
         sd = read_state_dict(path)
         report.files.append(str(path))
         config = config or {}
-    sd = {k: v.to(dtype) for k, v in convert_vae_state_dict(sd).items()}
+    sd = _cast(convert_vae_state_dict(sd), dtype, None)
     if config.get("latent_channels") is None and "quant_conv.weight" in sd:
         config = {**config, "latent_channels": sd["quant_conv.weight"].shape[0] // 2}
     with torch.device("meta"):

@@ -20,14 +20,38 @@ def cast_to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     return t.to(device=like.device, dtype=like.dtype, non_blocking=True)
 
 
+# A LoRA side branch attached to a layer for one sampling run (see ``lora.applied``):
+# (down, up, scale) with down [r, in] / up [out, r] for Linear, down [r, in, kh, kw] / up [out, r, 1, 1] for Conv2d.
+LoraBranch = tuple[torch.Tensor, torch.Tensor, float]
+
+
 class Linear(nn.Linear):
+    """``y = x W^T + b + sum(scale * up(down(x)))`` over the LoRA branches attached to this layer (usually none).
+
+    The branches are a plain attribute, not parameters: they never enter the state dict, are never merged
+    into the stored weight, and still apply when a memory policy runs the block via ``functional_call``.
+    """
+
+    lora_branches: tuple[LoraBranch, ...] = ()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, cast_to(self.weight, x), cast_to(self.bias, x))
+        y = F.linear(x, cast_to(self.weight, x), cast_to(self.bias, x))
+        for down, up, scale in self.lora_branches:
+            y = y.add(F.linear(F.linear(x, cast_to(down, x)), cast_to(up, x)), alpha=scale)
+        return y
 
 
 class Conv2d(nn.Conv2d):
+    """Conv2d with optional LoRA branches: a ``down`` conv with this layer's kernel and stride, then a 1x1 ``up``."""
+
+    lora_branches: tuple[LoraBranch, ...] = ()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, cast_to(self.weight, x), cast_to(self.bias, x))
+        y = self._conv_forward(x, cast_to(self.weight, x), cast_to(self.bias, x))
+        for down, up, scale in self.lora_branches:
+            h = F.conv2d(x, cast_to(down, x), None, self.stride, self.padding, self.dilation)
+            y = y.add(F.conv2d(h, cast_to(up, x)), alpha=scale)
+        return y
 
 
 class LayerNorm(nn.LayerNorm):

@@ -12,8 +12,11 @@ from contextlib import ExitStack
 import torch
 
 from . import conditioning as C
+from . import lora
+from .configs import TransformerConfig, Variant
 from .handles import PromptEmbeds, TextEncoderHandle, TransformerHandle, VAEHandle
 from .memory import on_device, transformer_placement
+from .pipeline import fit_image
 from .sampling import Conditioning, initial_noise, sample
 from .schedulers import build_scheduler
 from .vae import VAETiling
@@ -70,7 +73,11 @@ def run_sampler(
     sched = build_scheduler(scheduler, handle.scheduler_config, shift)
     model = handle.model
     model.set_attention_backend(handle.attention)
-    with transformer_placement(model, device, offload, handle.memory) as run_blocks:
+    lora_store = offload if handle.memory.offloads else device  # where converted LoRA tensors wait between runs
+    with (
+        transformer_placement(model, device, offload, handle.memory) as run_blocks,
+        lora.applied(model, handle.loras, device, handle.dtype, store=lora_store),
+    ):
         latents = sample(
             model,
             sched,
@@ -119,3 +126,110 @@ def vae_encode(
     with on_device(vh.vae, device, offload, vh.memory):
         latents = C.encode_mode(vh.vae, video.to(device, vh.dtype), tile=tile, progress=progress)
     return latents.float().cpu()
+
+
+# --- helpers for hosts that build a run step by step (the ComfyUI nodes) ---------------------------
+
+VAE_SPATIAL, VAE_TEMPORAL = 8, 4  # compression of the EasyAnimate V5/V5.1 MagViT VAE
+
+
+def latent_shape_for(cfg: TransformerConfig, width: int, height: int, frames: int, batch: int = 1) -> tuple[int, ...]:
+    """The latent shape [B, C, t, h, w] sampled for a video of ``frames`` x ``height`` x ``width``."""
+    C.check_size(width, height, frames)
+    return (batch, cfg.out_channels, (frames - 1) // VAE_TEMPORAL + 1, height // VAE_SPATIAL, width // VAE_SPATIAL)
+
+
+def video_size_of(latents: torch.Tensor) -> tuple[int, int, int]:
+    """(width, height, frames) of the video that latents [B, C, t, h, w] decode to."""
+    if latents.ndim != 5:
+        raise ValueError(
+            f"expected video latents [B, C, T, H, W] (from EasyAnimate VAE Encode), got shape {tuple(latents.shape)}"
+        )
+    _, _, t, h, w = latents.shape
+    return w * VAE_SPATIAL, h * VAE_SPATIAL, (t - 1) * VAE_TEMPORAL + 1
+
+
+def sampler_conditioning(
+    cfg: TransformerConfig,
+    latent_shape: tuple[int, ...],
+    cond: Conditioning | None = None,
+    init_latents: torch.Tensor | None = None,
+) -> Conditioning:
+    """``cond`` completed for a run of ``latent_shape``: the extra input channels of InP and Control
+    checkpoints are zeros when not given (plain text-to-video, as the pipelines do), tensors follow the
+    latents' batch, and ``init_latents`` (video-to-video) are added."""
+    cond = cond or Conditioning()
+    b, _, t, h, w = latent_shape
+    extra = cfg.in_channels - cfg.out_channels  # channels the checkpoint takes besides the latents
+    if cond.inpaint is not None and cfg.variant != Variant.INP:
+        raise ValueError(
+            f"start/end image conditioning needs an EasyAnimate InP checkpoint; this one is {cfg.variant.value}"
+        )
+    if cfg.variant == Variant.CAMERA and cond.control is None:
+        raise ValueError("this Control-Camera checkpoint needs a camera path (presets or a pose file)")
+    inpaint, control = cond.inpaint, cond.control
+    if cfg.variant == Variant.INP and inpaint is None:
+        inpaint = torch.zeros(b, extra, t, h, w)
+    if cfg.variant == Variant.CONTROL and control is None:
+        control = torch.zeros(b, extra, t, h, w)
+
+    def batched(x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None or x.shape[0] == b:
+            return x
+        if x.shape[0] != 1:
+            raise ValueError(f"conditioning for a batch of {x.shape[0]} cannot be used for a batch of {b}")
+        return x.expand(b, *x.shape[1:])
+
+    if init_latents is not None and tuple(init_latents.shape) != tuple(latent_shape):
+        raise ValueError(f"input latents {tuple(init_latents.shape)} do not match the run's {tuple(latent_shape)}")
+    return Conditioning(
+        inpaint=batched(inpaint),
+        control=batched(control),
+        init_latents=init_latents if init_latents is not None else cond.init_latents,
+        keep_mask=cond.keep_mask,
+    )
+
+
+def image_to_video_conditioning(
+    vh: VAEHandle,
+    cfg: TransformerConfig,
+    start: torch.Tensor | None,
+    end: torch.Tensor | None,
+    width: int,
+    height: int,
+    frames: int,
+    *,
+    noise_aug_strength: float,
+    seed: int,
+    device: torch.device,
+    offload: torch.device,
+    tile: VAETiling | None = None,
+) -> Conditioning:
+    """Start and/or end image [3, H, W] 0..1 (any size: scaled to cover, centre-cropped) -> the InP
+    conditioning of a ``frames`` x ``height`` x ``width`` video.
+
+    The noise augmentation of the kept frames draws from a CPU generator seeded with ``seed`` after the
+    draw of the initial noise, as in the EasyAnimate pipelines: with the sampler's seed, the run equals
+    ``pipeline.generate``'s."""
+    if cfg.variant != Variant.INP:
+        raise ValueError(
+            f"image-to-video needs an EasyAnimate InP checkpoint (e.g. EasyAnimateV5.1-12b-zh-InP); "
+            f"this one is {cfg.variant.value}"
+        )
+    shape = latent_shape_for(cfg, width, height, frames)
+    _, generator = initial_noise(shape, seed)  # continue the stream after the sampler's initial noise
+    first = fit_image(start, width, height)[None] if start is not None else None  # [1, 3, H, W] -1..1
+    last = fit_image(end, width, height)[None] if end is not None else None
+    video, mask = C.image_to_video(first, last, frames)  # [1, 3, T, H, W], [1, 1, T, H, W]
+    with on_device(vh.vae, device, offload, vh.memory):
+        inpaint = C.inpaint_latents(
+            vh.vae,
+            cfg,
+            video.to(device),
+            mask.to(device),
+            shape[2:],
+            noise_aug_strength=noise_aug_strength,
+            generator=generator,
+            tile=tile,
+        )
+    return Conditioning(inpaint=inpaint.float().cpu())

@@ -261,6 +261,11 @@ def load_custom_node(module_path: str, ignore=frozenset(), module_parent="custom
 
 
 def init_extra_nodes() -> list[str]:
-    """Registers the comfy_extras nodes (only the image ones here)."""
-    path = os.path.join(os.path.dirname(os.path.realpath(__file__)), "comfy_extras", "nodes_images.py")
-    return [] if load_custom_node(path, module_parent="comfy_extras", raise_errors=True) else [path]
+    """Registers the comfy_extras nodes (only the image and video ones here); -> the files that failed."""
+    extras = os.path.join(os.path.dirname(os.path.realpath(__file__)), "comfy_extras")
+    failed = []
+    for name in ("nodes_images.py", "nodes_video.py"):
+        path = os.path.join(extras, name)
+        if not load_custom_node(path, module_parent="comfy_extras", raise_errors=True):
+            failed.append(path)
+    return failed

@@ -1,0 +1,259 @@
+"""The command line's commands (``generate``, ``tiny``, ``demo``); parsing and exit codes are in ``__main__``.
+
+Input files are read and sizes checked before any model is loaded, so mistakes fail fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import media
+from .checkpoint import check_compatible, load_checkpoint
+from .conditioning import check_size
+from .pipeline import Models, Request, decode, generate
+from .schedulers import read_scheduler_config
+
+log = logging.getLogger("EasyAnimate")
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULTS = Request()  # the official V5.1 settings: 672x384, 49 frames, 50 steps, cfg 6, Flow, seed 43
+# The negative prompt of EasyAnimate's predict scripts.
+NEGATIVE_PROMPT = "Twisted body, limb deformities, text captions, comic, static, ugly, error, messy code."
+
+
+class ProgressBar:
+    """``label [#####.....] step/total  seconds`` redrawn in place on stderr; a newline when done."""
+
+    def __init__(self, label: str, enabled: bool = True, width: int = 30):
+        self.label, self.enabled, self.width, self.start = label, enabled, width, time.perf_counter()
+        self.open = False
+
+    def __call__(self, step: int, total: int, *_) -> None:
+        if not self.enabled:
+            return
+        filled = self.width * step // max(total, 1)
+        line = f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {step}/{total} "
+        sys.stderr.write(line + f"{time.perf_counter() - self.start:.1f}s")
+        self.open = step < total
+        sys.stderr.write("" if self.open else "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.open:
+            sys.stderr.write("\n")
+            self.open = False
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(name: str | None, device: str) -> torch.dtype:
+    return DTYPES[name] if name else (torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16)
+
+
+# --- models -----------------------------------------------------------------------------------------------
+
+
+def _text_encoder_source(folder: Path):
+    """A checkpoint-like root (text_encoder/ + tokenizer/ ...) or one model folder holding its tokenizer."""
+    if (folder / "text_encoder").is_dir():
+        return folder
+    if (folder / "config.json").is_file():
+        tokenizer = folder.parent / "tokenizer" if (folder.parent / "tokenizer").is_dir() else folder
+        return {"text_encoder": folder, "tokenizer": tokenizer}
+    return folder  # load_text_encoder explains the expected layout
+
+
+def load_models(args: argparse.Namespace, dtype: torch.dtype, device: str) -> Models:
+    """A checkpoint folder (``--model``) or single files (``--transformer --vae --text-encoder``), on ``device``."""
+    if args.model:
+        models = load_checkpoint(args.model, dtype=dtype)[0]
+    else:
+        from .loading import load_transformer, load_vae
+        from .text import load_text_encoder
+
+        missing = [f"--{n}" for n in ("transformer", "vae", "text-encoder") if not getattr(args, n.replace("-", "_"))]
+        if missing:
+            raise ValueError(f"give --model FOLDER, or --transformer FILE with {' and '.join(missing)}")
+        transformer, _ = load_transformer(args.transformer, dtype=dtype)
+        vae, _ = load_vae(args.vae, dtype=dtype)
+        text_folder = Path(args.text_encoder)
+        text_encoder = load_text_encoder(_text_encoder_source(text_folder), dtype=dtype)
+        check_compatible(transformer.config, vae, text_encoder)
+        scheduler = read_scheduler_config(text_folder / "scheduler")  # present when given a checkpoint root
+        models = Models(transformer, vae, text_encoder, scheduler)
+    return to_device(models, device)
+
+
+def to_device(models: Models, device: str) -> Models:
+    models.transformer.to(device)
+    models.vae.to(device)
+    for module in models.text_encoder.modules():
+        module.to(device)
+    return models
+
+
+def render(models: Models, req: Request, *, device: str, dtype: torch.dtype, quiet: bool = False) -> torch.Tensor:
+    """Frames [T, H, W, 3] in 0..1 of ``req``, with progress bars on stderr unless ``quiet``."""
+    bar = ProgressBar("sampling", not quiet)
+    try:
+        latents = generate(models, req, device=device, dtype=dtype, progress=bar, output="latents")
+        bar = ProgressBar("decoding", not quiet)
+        return decode(models.vae, latents, progress=bar)
+    finally:
+        bar.close()
+
+
+# --- generate ---------------------------------------------------------------------------------------------
+
+
+def request_from_args(args: argparse.Namespace, device: str) -> Request:
+    """Validate sizes and read the input files (before any model is loaded: fast failure)."""
+    check_size(args.width, args.height, args.frames)
+    media.check_output(args.out)
+    if args.denoise is not None and not 0 < args.denoise <= 1:
+        raise ValueError(f"--denoise must be in (0, 1], got {args.denoise}")
+    if args.video and (args.denoise or 0.7) >= 1:
+        raise ValueError("--video needs --denoise below 1 (how much of the video to regenerate, e.g. 0.7)")
+    if args.denoise is not None and args.denoise < 1 and not args.video:
+        raise ValueError("--denoise below 1 needs an input --video")
+
+    def on_device(t):
+        return None if t is None else t.to(device)  # the engine conditions on the inputs where they are
+
+    read = media.read_video
+    return Request(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        width=args.width,
+        height=args.height,
+        frames=args.frames,
+        steps=args.steps,
+        cfg=args.cfg,
+        seed=args.seed,
+        scheduler=args.scheduler or "Flow",
+        shift=args.shift,
+        denoise=(args.denoise or 0.7) if args.video else 1.0,
+        start_image=on_device(media.read_image(args.start_image) if args.start_image else None),
+        end_image=on_device(media.read_image(args.end_image) if args.end_image else None),
+        video=on_device(read(args.video, args.frames) if args.video else None),
+        control_video=on_device(read(args.control_video, args.frames) if args.control_video else None),
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    device = args.device or default_device()
+    dtype = resolve_dtype(args.dtype, device)
+    req = request_from_args(args, device)
+    models = load_models(args, dtype, device)
+    if args.scheduler is None and models.transformer.config.version == "V5":
+        req = replace(req, scheduler="DDIM")  # V5 is a DDPM-family model; Flow is V5.1's
+    frames = render(models, req, device=device, dtype=dtype, quiet=args.quiet)
+    print(media.write_video(frames, args.out))
+    return 0
+
+
+# --- tiny -------------------------------------------------------------------------------------------------
+
+
+def cmd_tiny(args: argparse.Namespace) -> int:
+    from .testing import write_tiny_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{out} exists and is not an empty folder; choose a new one")
+    write_tiny_checkpoint(out, version=args.version, variant=args.variant, layout=args.layout, seed=args.seed)
+    print(f"tiny EasyAnimate {args.version} {args.variant} checkpoint ({args.layout} layout, random weights): {out}")
+    return 0
+
+
+# --- demo -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoContext:
+    """What every demo step gets: where to write, the cache of tiny checkpoints, the generation settings."""
+
+    out: Path
+    cache: Path
+    settings: Request
+    device: str
+    dtype: torch.dtype
+    quiet: bool
+
+    def checkpoint(self, version: str, variant: str) -> Path:
+        """A tiny checkpoint from the cache, written on first use (atomically, so a crash leaves no half)."""
+        from .testing import write_tiny_checkpoint
+
+        folder = self.cache / f"{version}-{variant}"
+        if not folder.is_dir():
+            partial = folder.with_name(folder.name + ".partial")
+            if partial.exists():
+                shutil.rmtree(partial)
+            write_tiny_checkpoint(partial, version=version, variant=variant)
+            partial.rename(folder)
+        return folder
+
+    def generate(self, folder: Path, req: Request, stem: str, formats=(".mp4", ".webp")) -> list[Path]:
+        models = to_device(load_checkpoint(folder, dtype=self.dtype)[0], self.device)
+        frames = render(models, req, device=self.device, dtype=self.dtype, quiet=self.quiet)
+        return [media.write_video(frames, self.out / f"{stem}{suffix}") for suffix in formats]
+
+
+def demo_text_to_video(ctx: DemoContext) -> list[Path]:
+    folder = ctx.checkpoint("V5.1", "T2V")
+    req = replace(ctx.settings, prompt="A red fox runs through a snowy forest at sunrise, cinematic.")
+    return ctx.generate(folder, req, "text_to_video")
+
+
+def demo_image_to_video(ctx: DemoContext) -> list[Path]:
+    folder = ctx.checkpoint("V5.1", "InP")
+    s = ctx.settings
+    start, end = media.demo_picture(s.width, s.height, 0.0), media.demo_picture(s.width, s.height, 1.0)
+    paths = [ctx.out / "image_to_video_start.png", ctx.out / "image_to_video_end.png"]
+    start.save(paths[0])
+    end.save(paths[1])
+    req = replace(
+        s,
+        prompt="A red box slides across green hills under a setting sun.",
+        start_image=media.read_image(paths[0]).to(ctx.device),
+        end_image=media.read_image(paths[1]).to(ctx.device),
+    )
+    return paths + ctx.generate(folder, req, "image_to_video")
+
+
+# The demo's stages, in order; each writes its files into ctx.out and returns their paths.
+DEMO_STEPS: list[tuple[str, Callable[[DemoContext], list[Path]]]] = [
+    ("text-to-video (tiny V5.1 T2V)", demo_text_to_video),
+    ("image-to-video (tiny V5.1 InP, start and end image)", demo_image_to_video),
+]
+DEMO_SIZE = dict(width=256, height=160, frames=17, steps=10)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    device = args.device or default_device()
+    out = Path(args.out)
+    size = dict(width=args.width, height=args.height, frames=args.frames, steps=args.steps, seed=args.seed)
+    settings = Request(negative_prompt=NEGATIVE_PROMPT, **size)
+    check_size(settings.width, settings.height, settings.frames)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = DemoContext(out, out / ".tiny_models", settings, device, resolve_dtype(args.dtype, device), args.quiet)
+    start = time.perf_counter()
+    for title, step in DEMO_STEPS:
+        print(f"{title}:", flush=True)
+        for path in step(ctx):
+            print(f"  {path}", flush=True)
+    print(f"done in {time.perf_counter() - start:.0f}s; tiny checkpoints cached in {ctx.cache}.")
+    print("Their weights are random: the clips show the pipeline at work, not the prompt. For real videos use")
+    print("`python -m easyanimate_core generate --model <EasyAnimate checkpoint folder> --prompt ...`.")
+    return 0

@@ -1,0 +1,279 @@
+"""LoRA files (EasyAnimate/kohya, diffusers/PEFT, ComfyUI-style), stacked with strengths, applied as side branches.
+
+A LoRA is never merged into the stored weights. While sampling, each targeted ``ops.Linear``/``ops.Conv2d``
+carries ``(down, up, scale)`` branches and computes ``y = base(x) + sum(scale * up(down(x)))`` in the compute
+dtype (so fp8-stored weights work), and :func:`applied` detaches them in ``finally``: the model's weights are
+bit-identical after any run, error or interrupt. ``scale = strength * alpha / rank`` (alpha defaults to rank).
+
+Key formats (``<m>`` is a module name such as ``transformer_blocks.0.attn1.to_q``):
+- kohya, as EasyAnimate's ``train_lora.py`` writes it: ``lora_unet__<m with dots as _>.lora_down.weight`` /
+  ``.lora_up.weight`` / ``.alpha`` (its prefix is ``lora_unet`` + ``.`` + the root's empty name, hence ``__``);
+  the usual single ``_`` works too, and ``lora_te*`` (text encoder) keys are reported and ignored.
+- diffusers/PEFT: ``transformer.<m>.lora_A.weight`` / ``.lora_B.weight`` (optional ``.alpha``).
+- ComfyUI-style: ``diffusion_model.<m>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``.
+Module names may be ours (original EasyAnimate) or diffusers' (``attn1.add_q_proj`` is our ``attn2.to_q``,
+see ``keys.py``), dotted or flattened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from . import keys, ops
+
+if TYPE_CHECKING:
+    from .handles import TransformerHandle
+
+log = logging.getLogger("EasyAnimate")
+
+# The tail of a key after the module name -> which tensor of the pair it is.
+_PARTS = {
+    "lora_down.weight": "down",  # kohya, ComfyUI
+    "lora_up.weight": "up",
+    "lora_A.weight": "down",  # PEFT, diffusers
+    "lora_B.weight": "up",
+    "lora_A.default.weight": "down",  # PEFT state dicts that kept the adapter name
+    "lora_B.default.weight": "up",
+    "lora.down.weight": "down",  # older diffusers attention-processor LoRAs
+    "lora.up.weight": "up",
+    "alpha": "alpha",
+}
+_KEY = re.compile(r"^(?P<module>.+?)\.(?P<part>" + "|".join(map(re.escape, _PARTS)) + r")$")
+# What trainers and hosts put in front of the transformer's module names (kohya's flattened names included).
+_TRANSFORMER_PREFIX = re.compile(
+    r"^(?:lora_unet_+|lora_transformer_+|base_model\.model\.|model\.diffusion_model\.|diffusion_model\.|"
+    r"transformer\.|unet\.)"
+)
+_TEXT_ENCODER_PREFIX = re.compile(r"^(?:lora_te\d*_|text_encoders?(?:_\d)?\.|te\d?\.)")
+
+LoraStack = tuple[tuple["LoadedLora", float], ...]  # TransformerHandle.loras: (lora, strength) pairs
+
+
+@dataclass(frozen=True, eq=False)
+class LoraPatch:
+    """The low-rank update of one layer: ``delta W = alpha / rank * up @ down``.
+
+    Linear: ``down`` [r, in], ``up`` [out, r]. Conv2d: ``down`` [r, in, kh, kw], ``up`` [out, r, 1, 1].
+    """
+
+    module: str
+    down: torch.Tensor
+    up: torch.Tensor
+    alpha: float
+
+    @property
+    def rank(self) -> int:
+        return self.down.shape[0]
+
+    @property
+    def scale(self) -> float:
+        """The branch's factor at strength 1."""
+        return self.alpha / self.rank
+
+
+class LoadedLora:
+    """A LoRA file resolved against a transformer: one :class:`LoraPatch` per targeted layer.
+
+    ``unmatched`` lists the file's keys that target nothing here. Tensors converted for a (device, dtype)
+    are kept (the ``max_prepared`` most recent pairs), so consecutive runs convert nothing;
+    ``conversions`` counts the conversions made.
+    """
+
+    def __init__(
+        self, name: str, patches: dict[str, LoraPatch], unmatched: Iterable[str] = (), max_prepared: int = 2
+    ) -> None:
+        self.name = name
+        self.patches = dict(patches)
+        self.unmatched = tuple(unmatched)
+        self.max_prepared = max_prepared
+        self.conversions = 0
+        self._prepared: OrderedDict[tuple[torch.device, torch.dtype], dict] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"LoadedLora({self.name!r}, {len(self.patches)} layers, {len(self.unmatched)} unmatched keys)"
+
+    def prepared(self, device: torch.device | str, dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{module: (down, up)}`` on ``device`` in ``dtype``, converted once per (device, dtype)."""
+        key = (torch.device(device), dtype)
+        if key in self._prepared:
+            self._prepared.move_to_end(key)
+            return self._prepared[key]
+        tensors = {n: (p.down.to(key[0], dtype), p.up.to(key[0], dtype)) for n, p in self.patches.items()}
+        self.conversions += 1
+        self._prepared[key] = tensors
+        while len(self._prepared) > self.max_prepared:
+            self._prepared.popitem(last=False)
+        return tensors
+
+
+def lora_targets(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers a LoRA may patch, by module name: those that declare ``lora_branches`` (``ops.Linear``, ``ops.Conv2d``).
+
+    Checked by the attribute rather than the class, so a model built by another import of this package
+    (tests load the pack twice) works the same.
+    """
+    return {n: m for n, m in model.named_modules() if isinstance(getattr(type(m), "lora_branches", None), tuple)}
+
+
+def module_aliases(model: nn.Module) -> dict[str, str]:
+    """Every accepted spelling of a target layer's name -> our name: ours and diffusers', dotted and flattened.
+
+    Kohya flattens dots into underscores, which cannot be undone by rule, so flattened names are looked up
+    in this table built from the model's actual modules.
+    """
+    names = list(lora_targets(model))
+    diffusers = keys.transformer_to_diffusers({f"{n}.weight": n for n in names})  # diffusers key -> our name
+    spellings = [(n, n) for n in names] + [(k.removesuffix(".weight"), n) for k, n in diffusers.items()]
+    aliases: dict[str, str] = {}
+    ambiguous = set()
+    for spelling, name in spellings:
+        for alias in (spelling, spelling.replace(".", "_")):
+            if aliases.setdefault(alias, name) != name:
+                ambiguous.add(alias)
+    return {a: n for a, n in aliases.items() if a not in ambiguous}
+
+
+def _fit(lora_name: str, target: str, module: nn.Module, down: torch.Tensor, up: torch.Tensor):
+    """``(down, up)`` in the layer's layout, or ValueError naming the layer and both shapes."""
+    weight = tuple(module.weight.shape)  # Linear [out, in]; Conv2d [out, in, kh, kw]
+    conv = len(weight) == 4
+    if not conv and down.ndim == 4 and down.shape[2:] == (1, 1):  # a linear layer's LoRA saved as 1x1 convs
+        down, up = down.flatten(1), up.flatten(1)
+    if conv and up.ndim == 2:
+        up = up[:, :, None, None]
+    rank = down.shape[0]
+    want_down, want_up = (rank, *weight[1:]), (weight[0], rank) + ((1, 1) if conv else ())
+    if tuple(down.shape) != want_down or tuple(up.shape) != want_up:
+        raise ValueError(
+            f"LoRA {lora_name!r} does not fit this transformer: layer {target!r} has weight {list(weight)}, so a "
+            f"rank-{rank} LoRA needs down {list(want_down)} and up {list(want_up)}, but the file has down "
+            f"{list(down.shape)} and up {list(up.shape)}; it was made for a model of another size or variant"
+        )
+    if conv and (module.groups != 1 or module.padding_mode != "zeros"):
+        raise ValueError(f"LoRA {lora_name!r}: layer {target!r} is a grouped or padded conv, which LoRA can't patch")
+    return down, up
+
+
+def parse_lora(sd: dict[str, torch.Tensor], model: nn.Module, name: str = "lora") -> LoadedLora:
+    """Resolve a LoRA state dict (any supported format) against ``model``; unmatched keys are logged."""
+    aliases, targets = module_aliases(model), lora_targets(model)
+    parts: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}  # our module -> down/up/alpha -> (key, tensor)
+    unmatched, text_encoder = [], []
+    for key, tensor in sd.items():
+        m = _KEY.match(key)
+        if m and _TEXT_ENCODER_PREFIX.match(m["module"]):
+            text_encoder.append(key)
+            continue
+        target = aliases.get(_TRANSFORMER_PREFIX.sub("", m["module"], count=1)) if m else None
+        if target is None:
+            unmatched.append(key)
+            continue
+        part = _PARTS[m["part"]]
+        if part in parts.setdefault(target, {}):
+            raise ValueError(f"LoRA {name!r}: {key!r} and {parts[target][part][0]!r} both patch layer {target!r}")
+        parts[target][part] = (key, tensor)
+    if not parts:
+        sample = ", ".join(repr(k) for k in list(sd)[:3])
+        raise ValueError(
+            f"LoRA {name!r} matches no layer of this EasyAnimate transformer (keys like {sample}); "
+            "it is a LoRA for another model, or for the text encoder only"
+        )
+    patches = {}
+    for target, found in parts.items():
+        if "down" not in found or "up" not in found:
+            have = ", ".join(repr(k) for k, _ in found.values())
+            raise ValueError(f"LoRA {name!r}: layer {target!r} has {have} but not both the down and up weights")
+        down, up = _fit(name, target, targets[target], found["down"][1], found["up"][1])
+        alpha = float(found["alpha"][1]) if "alpha" in found else 0.0
+        patches[target] = LoraPatch(target, down, up, alpha or float(down.shape[0]))  # alpha 0/None means rank
+    if text_encoder:
+        log.warning("LoRA %r: %d text-encoder keys ignored (only the transformer is patched)", name, len(text_encoder))
+    if unmatched:
+        log.warning("LoRA %r: %d keys match no layer and are ignored: %s", name, len(unmatched), ", ".join(unmatched))
+    return LoadedLora(name, patches, unmatched + text_encoder)
+
+
+def read_lora_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A LoRA file's tensors on the CPU (safetensors, or a pickle read with ``weights_only=True``)."""
+    path = os.fspath(path)
+    if path.endswith((".safetensors", ".sft")):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{path} does not hold a LoRA state dict (a dict of tensors)")
+    return sd
+
+
+def load_lora(path: str | os.PathLike, model: nn.Module, name: str | None = None) -> LoadedLora:
+    """Read a LoRA file and resolve it against ``model``."""
+    return parse_lora(read_lora_file(path), model, name or os.path.basename(os.fspath(path)))
+
+
+def with_lora(handle: TransformerHandle, lora: LoadedLora, strength: float) -> TransformerHandle:
+    """A new handle with ``lora`` stacked on top of the handle's LoRAs (strength 0: the handle unchanged)."""
+    if strength == 0:
+        return handle
+    return handle.replace(loras=tuple(handle.loras) + ((lora, float(strength)),))
+
+
+@contextmanager
+def applied(
+    model: nn.Module,
+    loras: LoraStack,
+    device: torch.device,
+    dtype: torch.dtype,
+    store: torch.device | None = None,
+) -> Iterator[None]:
+    """Attach ``loras`` ((lora, strength) pairs) as side branches of their layers for the ``with`` block.
+
+    The converted tensors are cached on each :class:`LoadedLora` on ``store`` (default ``device``); with
+    another ``store`` (offloading policies) they are copied to ``device`` for the run and dropped after it.
+    Everything is detached in ``finally``; the stored weights are never touched.
+    """
+    device = torch.device(device)
+    store = device if store is None else torch.device(store)
+    targets = lora_targets(model)
+    branches: dict[str, list[ops.LoraBranch]] = {}
+    for lora, strength in loras:
+        if strength == 0:
+            continue
+        tensors = lora.prepared(store, dtype)
+        for target, patch in lora.patches.items():
+            if target not in targets:
+                raise ValueError(f"LoRA {lora.name!r} patches layer {target!r}, which this transformer doesn't have")
+            down, up = _fit(lora.name, target, targets[target], *tensors[target])
+            if store != device:
+                down, up = down.to(device, non_blocking=True), up.to(device, non_blocking=True)
+            branches.setdefault(target, []).append((down, up, strength * patch.scale))
+    previous = {}
+    try:
+        for target, extra in branches.items():
+            module = targets[target]
+            previous[target] = module.__dict__.get("lora_branches")
+            module.lora_branches = module.lora_branches + tuple(extra)
+        yield
+    finally:
+        for target, before in previous.items():
+            if before is None:
+                del targets[target].lora_branches
+            else:
+                targets[target].lora_branches = before
+
+
+def attached(model: nn.Module) -> dict[str, int]:
+    """``{layer: number of LoRA branches}`` for every layer that has some attached (empty between runs)."""
+    return {n: len(m.lora_branches) for n, m in lora_targets(model).items() if m.lora_branches}

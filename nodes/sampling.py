@@ -1,0 +1,180 @@
+"""EasyAnimate Sampler: the denoising run for text-, image- and video-to-video."""
+
+from __future__ import annotations
+
+from ..easyanimate_core.runner import latent_shape_for, run_sampler, sampler_conditioning, video_size_of
+from ..easyanimate_core.sampling import Interrupted
+from ..easyanimate_core.schedulers import SCHEDULER_NAMES
+from . import host
+from .types import CATEGORY, COND, EMBEDS, MAX_SEED, MODEL, size_inputs
+
+
+def _generation_size(latent, width: int, height: int, frames: int, denoise: float) -> tuple[tuple, object]:
+    """(latent shape source, init latents): the size comes from the latent when one is connected."""
+    if latent is None:
+        if denoise < 1.0:
+            raise ValueError(
+                "denoise below 1 needs a latent to start from (video-to-video): connect EasyAnimate VAE Encode "
+                "to the latent input, or set denoise to 1"
+            )
+        return (width, height, frames), None
+    samples = latent["samples"]
+    return video_size_of(samples), (samples if denoise < 1.0 else None)
+
+
+class EasyAnimateSampler:
+    DESCRIPTION = (
+        "Generates video latents with an EasyAnimate transformer. Text to video by default; connect "
+        "EasyAnimate Image to Video to the conditioning input for start/end frames (InP checkpoints), or a "
+        "latent from EasyAnimate VAE Encode with denoise below 1 for video to video. Shows latent previews "
+        "and can be cancelled between steps."
+    )
+    CATEGORY = f"{CATEGORY}/sampling"
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The generated video latents [B, C, T, H, W]; decode them with EasyAnimate VAE Decode.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The EasyAnimate transformer (from a loader, optionally with LoRAs)."}),
+                "embeds": (EMBEDS, {"tooltip": "Prompt embeddings from EasyAnimate Text Encode."}),
+                **size_inputs("video (ignored when a latent is connected: its size is used)"),
+                "steps": (
+                    "INT",
+                    {
+                        "default": 50,
+                        "min": 1,
+                        "max": 1000,
+                        "tooltip": "Denoising steps: 50 as in the official scripts; 25-30 is often enough for "
+                        "V5.1 (Flow).",
+                    },
+                ),
+                "cfg": (
+                    "FLOAT",
+                    {
+                        "default": 6.0,
+                        "min": 0.0,
+                        "max": 30.0,
+                        "step": 0.1,
+                        "round": 0.01,
+                        "tooltip": "Classifier-free guidance: how strongly the prompt is followed (6 in the "
+                        "official scripts). 1 or less skips the negative prompt and runs twice as fast.",
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 43,
+                        "min": 0,
+                        "max": MAX_SEED,
+                        "control_after_generate": True,
+                        "tooltip": "Seed of the initial noise; the same seed and settings give the same video.",
+                    },
+                ),
+                "scheduler": (
+                    SCHEDULER_NAMES,
+                    {
+                        "default": "Flow",
+                        "tooltip": "Flow for EasyAnimate V5.1 (a flow-matching model); DDIM, Euler, Euler A, "
+                        "DPM++ or PNDM for V5.",
+                    },
+                ),
+                "shift": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 100.0,
+                        "step": 0.1,
+                        "tooltip": "Flow only: timestep shift; larger values spend more steps at high noise. "
+                        "0 uses the checkpoint's scheduler config.",
+                    },
+                ),
+            },
+            "optional": {
+                "latent": (
+                    "LATENT",
+                    {
+                        "tooltip": "Video to video: latents of an input video (EasyAnimate VAE Encode) to start "
+                        "from; the video size is taken from them."
+                    },
+                ),
+                "denoise": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.01,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "With a latent: how much of the input video is redrawn (0.5-0.8 keeps its "
+                        "layout and motion). 1 ignores the latent's content.",
+                    },
+                ),
+                "conditioning": (
+                    COND,
+                    {
+                        "tooltip": "Start/end frame conditioning from EasyAnimate Image to Video; it must be made "
+                        "for the same width, height and frames."
+                    },
+                ),
+            },
+        }
+
+    def sample(
+        self,
+        model,
+        embeds,
+        width: int,
+        height: int,
+        frames: int,
+        steps: int,
+        cfg: float,
+        seed: int,
+        scheduler: str,
+        shift: float,
+        latent=None,
+        denoise: float = 1.0,
+        conditioning=None,
+    ):
+        (width, height, frames), init = _generation_size(latent, width, height, frames, denoise)
+        batch = 1 if latent is None else latent["samples"].shape[0]
+        shape = latent_shape_for(model.config, width, height, frames, batch)
+        if conditioning is not None and (conditioning.width, conditioning.height, conditioning.frames) != (
+            width,
+            height,
+            frames,
+        ):
+            raise ValueError(
+                f"the image-to-video conditioning was made for {conditioning.describe()} but the sampler generates "
+                f"{width}x{height}, {frames} frames: set the same width, height and frames on both nodes"
+            )
+        cond = sampler_conditioning(model.config, shape, conditioning and conditioning.conditioning, init)
+        progress = host.make_progress_callback(steps, model.latent_rgb)
+        try:
+            latents = run_sampler(
+                model,
+                embeds,
+                shape,
+                steps=steps,
+                cfg=cfg,
+                seed=seed,
+                scheduler=scheduler,
+                shift=shift or None,
+                denoise=denoise if init is not None else 1.0,
+                cond=cond,
+                device=host.torch_device(),
+                offload=host.offload_device(),
+                progress=progress,
+                should_stop=host.should_stop,
+            )
+        except Interrupted as stopped:
+            host.throw_if_interrupted()  # raises the host's own cancel exception (and clears the request)
+            raise host.INTERRUPT_EXCEPTION() from stopped
+        return ({"samples": latents},)
+
+
+NODE_CLASS_MAPPINGS = {"EasyAnimateSampler": EasyAnimateSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"EasyAnimateSampler": "EasyAnimate Sampler"}

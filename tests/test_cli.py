@@ -1,0 +1,193 @@
+"""The command line (``python -m easyanimate_core``) end to end on tiny checkpoints."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from easyanimate_core import cli, media
+from easyanimate_core.__main__ import main
+from easyanimate_core.checkpoint import load_checkpoint
+from easyanimate_core.pipeline import Request, generate
+from easyanimate_core.testing import write_single_file, write_tiny_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT, NEGATIVE = "a boat on a lake", "blurry"
+SIZE = ["--width", "64", "--height", "48", "--frames", "9", "--steps", "2", "--seed", "5"]
+REQUEST = dict(prompt=PROMPT, negative_prompt=NEGATIVE, width=64, height=48, frames=9, steps=2, seed=5)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_ckpt")
+    return {name: write_tiny_checkpoint(root / name, variant=name) for name in ("T2V", "InP")}
+
+
+@pytest.fixture(scope="module")
+def api(ckpts):
+    """The Python API's models for the same checkpoints, to compare the CLI's output with."""
+    return {name: load_checkpoint(path, dtype=torch.float32)[0] for name, path in ckpts.items()}
+
+
+@pytest.fixture(scope="module")
+def start_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli_img") / "start.png"
+    media.demo_picture(80, 56).save(path)  # another size than the video's: fitted by the engine
+    return path
+
+
+def gen(model, out, *extra) -> int:
+    return main(["generate", "--model", str(model), "--prompt", PROMPT, "--negative-prompt", NEGATIVE, *SIZE,
+                 "--out", str(out), "-q", *extra])  # fmt: skip
+
+
+def test_npy_equals_python_api(ckpts, api, tmp_path, capsys):
+    out = tmp_path / "clip.npy"
+    assert gen(ckpts["T2V"], out) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    expected = generate(api["T2V"], Request(**REQUEST)).numpy()
+    got = np.load(out)
+    assert got.dtype == np.float32 and got.shape == (9, 48, 64, 3)
+    assert np.array_equal(got, expected)
+
+
+def frame_count(path: Path) -> tuple[int, tuple[int, int]]:
+    if path.suffix == ".mp4":
+        with imageio.get_reader(str(path), format="FFMPEG") as reader:
+            frames = [f for f in reader]  # noqa: C416 (list(reader) asks its infinite length)
+        return len(frames), frames[0].shape[1::-1]
+    with Image.open(path) as im:
+        return im.n_frames, im.size
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webp", ".gif"])
+def test_video_files_readable(ckpts, tmp_path, suffix):
+    out = tmp_path / "sub" / f"clip{suffix}"  # a missing folder is created
+    assert gen(ckpts["T2V"], out) == 0
+    assert frame_count(out) == (9, (64, 48))
+    assert media.read_video(out).shape == (3, 9, 48, 64)
+
+
+def test_image_to_video_with_start_image(ckpts, api, tmp_path, start_png):
+    out = tmp_path / "i2v.npy"
+    assert gen(ckpts["InP"], out, "--start-image", str(start_png)) == 0
+    expected = generate(api["InP"], Request(**REQUEST, start_image=media.read_image(start_png))).numpy()
+    assert np.array_equal(np.load(out), expected)
+    assert gen(ckpts["InP"], tmp_path / "t2v.npy") == 0  # the same InP model without the image differs
+    assert np.abs(np.load(tmp_path / "t2v.npy") - expected).max() > 1e-2
+
+
+def test_video_to_video_from_frame_folder(ckpts, api, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(11):  # frame_10 after frame_9: names sorted as numbers
+        media.demo_picture(64, 48, i / 10).save(frames / f"frame_{i}.png")
+    out = tmp_path / "v2v.npy"
+    assert gen(ckpts["T2V"], out, "--video", str(frames), "--denoise", "0.5") == 0
+    video = media.read_video(frames)
+    assert torch.equal(video[:, 10], media.read_image(frames / "frame_10.png"))
+    expected = generate(api["T2V"], Request(**REQUEST, video=video, denoise=0.5)).numpy()
+    assert np.array_equal(np.load(out), expected)
+
+
+def test_single_file_route_equals_folder(ckpts, tmp_path, capsys):
+    folder = ckpts["T2V"]
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    single = write_single_file(tmp_path / "easyanimate_t2v.safetensors", config, dtype=torch.float32)
+    assert gen(folder, tmp_path / "folder.npy") == 0
+    for i, text_encoder in enumerate([folder / "text_encoder", folder]):  # a model folder, or a checkpoint root
+        out = tmp_path / f"single{i}.npy"
+        argv = ["generate", "--transformer", str(single), "--vae", str(folder / "vae"), "--text-encoder",
+                str(text_encoder), "--prompt", PROMPT, "--negative-prompt", NEGATIVE, *SIZE, "--out", str(out), "-q"]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+        assert np.array_equal(np.load(out), np.load(tmp_path / "folder.npy"))
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--width", "65"], "nearest: 64"),
+        (["--frames", "50"], "nearest: 49"),
+        (["--scheduler", "Bogus"], "invalid choice"),
+        (["--out", "clip.avi"], "must end with one of"),
+        (["--start-image", "/no/such.png"], "image not found"),
+    ],
+)
+def test_bad_arguments_fail_fast_in_one_line(capsys, extra, message):
+    # --model points at a folder that does not exist: these checks happen before any loading
+    assert main(["generate", "--model", "/no/such/model", *extra]) != 0
+    assert message in one_line_error(capsys)
+
+
+def test_missing_model_folder_lists_layout(capsys, tmp_path):
+    assert main(["generate", "--model", str(tmp_path / "nothing"), *SIZE, "--out", str(tmp_path / "a.npy")]) == 1
+    line = one_line_error(capsys)
+    assert "checkpoint folder not found" in line and "transformer/" in line and "vae/" in line
+
+
+def test_no_model_given(capsys, tmp_path):
+    assert main(["generate", "--transformer", "x.safetensors", *SIZE, "--out", str(tmp_path / "a.npy")]) == 1
+    assert "--vae and --text-encoder" in one_line_error(capsys)
+
+
+def test_start_image_on_t2v_model(ckpts, tmp_path, start_png, capsys):
+    assert gen(ckpts["T2V"], tmp_path / "a.npy", "--start-image", str(start_png)) == 1
+    assert "need an InP checkpoint" in one_line_error(capsys)
+
+
+def test_ctrl_c_exits_130(ckpts, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "generate", interrupted)
+    assert gen(ckpts["T2V"], tmp_path / "a.npy") == 130
+    assert one_line_error(capsys) == "interrupted"
+
+
+def test_subprocess_error_is_one_line():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "easyanimate_core", "generate", "--width", "65"]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["error: width must be divisible by 16; nearest: 64"]
+
+
+def test_tiny_writes_a_loadable_checkpoint(tmp_path, capsys):
+    out = tmp_path / "tiny"
+    assert main(["tiny", "--out", str(out), "--variant", "InP", "--layout", "diffusers"]) == 0
+    assert str(out) in capsys.readouterr().out
+    _, info, _ = load_checkpoint(out, dtype=torch.float32)
+    assert (info.version, info.variant, info.layout) == ("V5.1", "InP", "diffusers")
+    capsys.readouterr()
+    assert main(["tiny", "--out", str(out)]) == 1  # never writes into a folder that holds something
+    assert "not an empty folder" in one_line_error(capsys)
+
+
+def test_demo_writes_its_files(ckpts, tmp_path, capsys):
+    out = tmp_path / "output"
+    shutil.copytree(ckpts["T2V"], out / ".tiny_models" / "V5.1-T2V")  # cached; InP is written by the demo
+    argv = ["demo", "--out", str(out), "--width", "64", "--height", "48", "--frames", "5", "--steps", "2", "-q"]
+    assert main(argv) == 0
+    names = ["text_to_video.mp4", "text_to_video.webp", "image_to_video_start.png", "image_to_video_end.png",
+             "image_to_video.mp4", "image_to_video.webp"]  # fmt: skip
+    printed = capsys.readouterr().out
+    for name in names:
+        assert (out / name).is_file() and str(out / name) in printed
+    assert frame_count(out / "image_to_video.mp4") == (5, (64, 48))
+    assert load_checkpoint(out / ".tiny_models" / "V5.1-InP", dtype=torch.float32)[1].variant == "InP"

@@ -1,0 +1,385 @@
+"""LoRA: every file format equals weights merged by hand; stacking, strengths, exact removal, fp8, block swap."""
+
+import importlib
+import logging
+import sys
+import types
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from easyanimate_core import lora as L
+from easyanimate_core.configs import TransformerConfig
+from easyanimate_core.handles import PromptEmbeds, TransformerHandle
+from easyanimate_core.keys import transformer_to_diffusers
+from easyanimate_core.memory import MemoryPolicy
+from easyanimate_core.runner import run_sampler
+from easyanimate_core.sampling import Interrupted
+from easyanimate_core.testing.transformer import tiny_transformer_config, tiny_transformer_state_dict
+from easyanimate_core.text import TextEmbeds
+from easyanimate_core.transformer import EasyAnimateTransformer
+
+CPU = torch.device("cpu")
+CFG = tiny_transformer_config(text_dim=32)  # 2 multi-modal blocks, 32 wide, patch 2, 16 latent channels
+REPO = Path(__file__).resolve().parent.parent
+# Sampled latents reach |x| ~ 10 after two steps, so float32 rounding alone differs by a few 1e-6 there:
+# end-to-end runs compare at 1e-5 absolute plus 1e-5 relative; single forwards at 1e-5 absolute.
+TOL = dict(atol=1e-5, rtol=1e-5)
+# Layers the test LoRAs patch: video and text (attn2) projections, feed-forward, modulation, the conv patch
+# embedding and the output head.
+TARGETS = (
+    "transformer_blocks.0.attn1.to_q",
+    "transformer_blocks.1.attn2.to_k",
+    "transformer_blocks.0.attn2.to_out.0",
+    "transformer_blocks.1.ff.net.0.proj",
+    "transformer_blocks.0.norm1.linear",
+    "proj",
+    "proj_out",
+)
+
+
+def make_model(sd=None, assign=False) -> EasyAnimateTransformer:
+    model = EasyAnimateTransformer(TransformerConfig.from_dict(CFG)).eval()
+    model.load_state_dict(tiny_transformer_state_dict(CFG) if sd is None else sd, assign=assign)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model()
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_bit_identical(model, before):
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+
+
+def random_lora(
+    model, seed: int, rank: int = 4, targets=TARGETS
+) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """``{our module name: (down, up, alpha)}``; up is not zero (a trained LoRA, not a fresh one)."""
+    g = torch.Generator().manual_seed(seed)
+    modules = dict(model.named_modules())
+    out = {}
+    for i, name in enumerate(targets):
+        w = modules[name].weight
+        if w.ndim == 4:  # Conv2d: down has the layer's kernel, up is 1x1
+            down, up = torch.randn(rank, *w.shape[1:], generator=g), torch.randn(w.shape[0], rank, 1, 1, generator=g)
+        else:
+            down, up = torch.randn(rank, w.shape[1], generator=g), torch.randn(w.shape[0], rank, generator=g)
+        out[name] = (down * 0.3, up * 0.3, float(rank * (0.5 + 0.25 * i)))
+    return out
+
+
+def kohya(lw, alpha=True):
+    """As EasyAnimate's LoRANetwork names it: "lora_unet" + "." + "" (the root) + "." + name, dots -> "_"."""
+    sd = {}
+    for name, (down, up, a) in lw.items():
+        base = "lora_unet__" + name.replace(".", "_")
+        sd |= {f"{base}.lora_down.weight": down, f"{base}.lora_up.weight": up}
+        if alpha:
+            sd[f"{base}.alpha"] = torch.tensor(a)
+    return sd
+
+
+def peft(lw, alpha=True):
+    """diffusers/PEFT with the ``transformer.`` prefix and diffusers-layout names (attn2 -> attn1.add_*)."""
+    renamed = transformer_to_diffusers({f"{name}.weight": name for name in lw})
+    sd = {}
+    for key, name in renamed.items():
+        down, up, a = lw[name]
+        base = "transformer." + key.removesuffix(".weight")
+        sd |= {f"{base}.lora_A.weight": down, f"{base}.lora_B.weight": up}
+        if alpha:
+            sd[f"{base}.alpha"] = torch.tensor(a)
+    return sd
+
+
+def comfy(lw, alpha=True):
+    sd = {}
+    for name, (down, up, a) in lw.items():
+        base = "diffusion_model." + name
+        sd |= {f"{base}.lora_down.weight": down, f"{base}.lora_up.weight": up}
+        if alpha:
+            sd[f"{base}.alpha"] = torch.tensor(a)
+    return sd
+
+
+WRITERS = {"kohya": kohya, "peft": peft, "comfy": comfy}
+
+
+def merged(model, *loras_and_strengths, alpha=True):
+    """A copy of ``model`` with ``W + strength * alpha/rank * up @ down`` added by hand for each LoRA."""
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    for lw, strength in loras_and_strengths:
+        for name, (down, up, a) in lw.items():
+            rank = down.shape[0]
+            scale = strength * (a if alpha else rank) / rank
+            w = sd[f"{name}.weight"]
+            sd[f"{name}.weight"] = w + scale * (up.flatten(1) @ down.flatten(1)).reshape(w.shape)
+    return make_model(sd)
+
+
+def embeds(width: int = 32) -> PromptEmbeds:
+    g = torch.Generator().manual_seed(5)
+    pos = TextEmbeds(torch.randn(1, 6, width, generator=g), torch.ones(1, 6, dtype=torch.long))
+    neg = TextEmbeds(torch.randn(1, 6, width, generator=g), torch.ones(1, 6, dtype=torch.long))
+    return PromptEmbeds(pos, neg, kind="qwen2vl")
+
+
+def run(handle, **kw):
+    args = dict(steps=2, cfg=3.0, seed=7, scheduler="Flow", device=CPU, offload=CPU) | kw
+    return run_sampler(handle, embeds(), (1, 16, 2, 4, 6), **args)
+
+
+def plain(model, dtype=torch.float32, **kw):
+    return TransformerHandle(model, dtype, **kw)
+
+
+def save(sd, path: Path) -> Path:
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return path
+
+
+@pytest.mark.parametrize("fmt", list(WRITERS))
+def test_each_format_equals_weights_merged_by_hand(model, fmt, tmp_path):
+    lw = random_lora(model, seed=1)
+    lora = L.load_lora(save(WRITERS[fmt](lw), tmp_path / f"{fmt}.safetensors"), model)
+    assert set(lora.patches) == set(TARGETS) and lora.unmatched == ()
+    before = snapshot(model)
+    got = run(L.with_lora(plain(model), lora, 0.8))
+    assert_bit_identical(model, before)
+    assert L.attached(model) == {}
+    expected = run(plain(merged(model, (lw, 0.8))))
+    assert (expected - run(plain(model))).abs().max() > 0.05  # the LoRA changes the result
+    torch.testing.assert_close(got, expected, **TOL)
+
+
+def test_single_forward_equals_merged_weights(model):
+    lw = random_lora(model, seed=13)
+    lora = L.parse_lora(peft(lw), model)
+    g = torch.Generator().manual_seed(0)
+    x, txt = torch.randn(2, 16, 2, 4, 6, generator=g), torch.randn(2, 5, 32, generator=g)
+    t = torch.tensor([900.0, 250.0])
+    with torch.no_grad():
+        with L.applied(model, ((lora, 1.2),), CPU, torch.float32):
+            assert len(L.attached(model)) == len(TARGETS)
+            got = model(x, t, txt)
+        expected = merged(model, (lw, 1.2))(x, t, txt)
+    assert L.attached(model) == {}
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_alpha_defaults_to_rank_and_pickles_load(model, tmp_path):
+    lw = random_lora(model, seed=2, rank=3)
+    path = tmp_path / "no_alpha.pt"
+    torch.save(peft(lw, alpha=False), path)
+    lora = L.load_lora(path, model)
+    assert all(p.alpha == 3.0 for p in lora.patches.values())
+    torch.testing.assert_close(
+        run(L.with_lora(plain(model), lora, 1.0)), run(plain(merged(model, (lw, 1.0), alpha=False))), **TOL
+    )
+
+
+def test_stacked_loras_equal_their_merged_sum(model):
+    a, b = random_lora(model, seed=3), random_lora(model, seed=4, rank=2, targets=TARGETS[1:4] + ("proj",))
+    handle = L.with_lora(
+        L.with_lora(plain(model), L.parse_lora(kohya(a), model), 0.7), L.parse_lora(comfy(b), model), 1.3
+    )
+    assert len(handle.loras) == 2
+    torch.testing.assert_close(run(handle), run(plain(merged(model, (a, 0.7), (b, 1.3)))), **TOL)
+
+
+def test_strength_zero_is_exactly_no_lora(model):
+    lora = L.parse_lora(kohya(random_lora(model, seed=5)), model)
+    base = plain(model)
+    assert L.with_lora(base, lora, 0.0) is base
+    assert torch.equal(run(base.replace(loras=((lora, 0.0),))), run(base))
+
+
+def test_negative_strength_equals_negative_merge(model):
+    lw = random_lora(model, seed=6)
+    handle = L.with_lora(plain(model), L.parse_lora(peft(lw), model), -1.5)
+    torch.testing.assert_close(run(handle), run(plain(merged(model, (lw, -1.5)))), **TOL)
+
+
+def test_block_swap_runs_the_branches_through_functional_call(model):
+    lw = random_lora(model, seed=7, targets=TARGETS[:5])  # all inside the streamed blocks
+    lora = L.parse_lora(kohya(lw), model)
+    handle = L.with_lora(plain(model, memory=MemoryPolicy("block_swap", resident_blocks=0)), lora, 1.0)
+    before = snapshot(model)
+    got = run(handle)  # BlockStreamer on the CPU: every block runs from copies via functional_call
+    assert_bit_identical(model, before)
+    torch.testing.assert_close(got, run(plain(merged(model, (lw, 1.0)))), **TOL)
+
+
+def test_interrupt_and_errors_leave_weights_and_no_branches(model):
+    lora = L.parse_lora(kohya(random_lora(model, seed=8)), model)
+    handle = L.with_lora(plain(model), lora, 1.0)
+    before = snapshot(model)
+    calls = []
+
+    def stop_at_second_step():
+        calls.append(1)
+        assert L.attached(model)  # attached while sampling
+        return len(calls) > 1
+
+    with pytest.raises(Interrupted):
+        run(handle, should_stop=stop_at_second_step)
+    assert L.attached(model) == {}
+    assert_bit_identical(model, before)
+
+    def boom(module, args):
+        raise RuntimeError("boom inside the forward")
+
+    hook = model.transformer_blocks[1].register_forward_pre_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            run(handle)
+    finally:
+        hook.remove()
+    assert L.attached(model) == {}
+    assert_bit_identical(model, before)
+
+
+def test_fp8_weights_with_lora(model):
+    """Block matrices stored as fp8 e4m3fn (3 mantissa bits), computed in bf16 with the LoRA branch in bf16,
+    against the float32 weights merged by hand and computed in bf16: within 10% relative L2, while the
+    LoRA itself moves the result by more than that."""
+    lw = random_lora(model, seed=9)
+    sd8 = {
+        k: v.to(torch.float8_e4m3fn) if k.startswith("transformer_blocks.") and v.ndim == 2 else v
+        for k, v in model.state_dict().items()
+    }
+    fp8 = make_model(sd8, assign=True)
+    assert fp8.transformer_blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
+    before = snapshot(fp8)
+    lora = L.parse_lora(kohya(lw), fp8)
+    got = run(L.with_lora(plain(fp8, torch.bfloat16, memory=MemoryPolicy("fp8")), lora, 1.0))
+    assert_bit_identical(fp8, before)
+    ref = run(plain(merged(model, (lw, 1.0)), torch.bfloat16))
+    without = run(plain(model, torch.bfloat16))
+
+    def rel(a, b):
+        return ((a - b).norm() / b.norm()).item()
+
+    assert rel(got, ref) < 0.10 < rel(without, ref)
+
+
+def test_unmatched_keys_are_reported_by_name(model, caplog):
+    sd = kohya(random_lora(model, seed=10, targets=TARGETS[:2]))
+    sd["lora_unet__transformer_blocks_0_attn_temporal_to_q.lora_down.weight"] = torch.zeros(4, 32)
+    sd["lora_te1_encoder_layer_0_q.lora_up.weight"] = torch.zeros(32, 4)
+    sd["lora_unet__transformer_blocks_0_attn1_to_q.dora_scale"] = torch.ones(32, 1)
+    with caplog.at_level(logging.WARNING, logger="EasyAnimate"):
+        lora = L.parse_lora(sd, model, "mixed")
+    assert set(lora.patches) == set(TARGETS[:2])
+    assert set(lora.unmatched) == {
+        "lora_unet__transformer_blocks_0_attn_temporal_to_q.lora_down.weight",
+        "lora_te1_encoder_layer_0_q.lora_up.weight",
+        "lora_unet__transformer_blocks_0_attn1_to_q.dora_scale",
+    }
+    assert "lora_unet__transformer_blocks_0_attn_temporal_to_q.lora_down.weight" in caplog.text
+    assert "text-encoder" in caplog.text
+
+
+def test_wrong_width_names_layer_and_shapes(model):
+    sd = {
+        "lora_unet__transformer_blocks_0_attn1_to_q.lora_down.weight": torch.zeros(4, 64),
+        "lora_unet__transformer_blocks_0_attn1_to_q.lora_up.weight": torch.zeros(64, 4),
+    }
+    with pytest.raises(ValueError, match=r"'transformer_blocks.0.attn1.to_q' has weight \[32, 32\].*down \[4, 64\]"):
+        L.parse_lora(sd, model, "wide")
+
+
+def test_other_architecture_is_rejected(model):
+    sd = {
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 320),
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(320, 4),
+    }
+    with pytest.raises(ValueError, match="matches no layer of this EasyAnimate transformer"):
+        L.parse_lora(sd, model, "sdxl")
+    with pytest.raises(ValueError, match="not both the down and up"):
+        L.parse_lora({"transformer.proj_out.lora_A.weight": torch.zeros(4, 32)}, model)
+
+
+def test_consecutive_runs_reuse_prepared_tensors(model):
+    lora = L.parse_lora(kohya(random_lora(model, seed=11)), model)
+    handle = L.with_lora(plain(model), lora, 1.0)
+    first = run(handle)
+    prepared = lora.prepared(CPU, torch.float32)
+    assert torch.equal(run(handle), first)
+    assert torch.equal(run(L.with_lora(plain(model), lora, 0.5).replace(loras=((lora, 1.0),)), seed=7), first)
+    assert lora.conversions == 1 and lora.prepared(CPU, torch.float32) is prepared
+    run(L.with_lora(plain(model, torch.bfloat16), lora, 1.0))
+    assert lora.conversions == 2
+    for dtype in (torch.float16, torch.float64, torch.bfloat16):  # bounded: the two most recent stay
+        lora.prepared(CPU, dtype)
+    assert lora.conversions == 5 and len(lora._prepared) == lora.max_prepared == 2
+
+
+def _import_pack():
+    """The repository as a package under a fresh name, as ComfyUI imports a custom-node folder."""
+    name = f"ea_pack_{uuid.uuid4().hex}"
+    pkg = types.ModuleType(name)
+    pkg.__path__ = [str(REPO)]
+    sys.modules[name] = pkg
+    return name, importlib.import_module(f"{name}.nodes.lora")
+
+
+def test_node_loads_stacks_and_caches(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("EASYANIMATE_MODELS_DIR", str(tmp_path))
+    (tmp_path / "loras").mkdir()
+    lw = random_lora(model, seed=12)
+    save(comfy(lw), tmp_path / "loras" / "style.safetensors")
+    name, mod = _import_pack()
+    try:
+        cls = mod.NODE_CLASS_MAPPINGS["EasyAnimateLoraLoader"]
+        assert mod.NODE_DISPLAY_NAME_MAPPINGS["EasyAnimateLoraLoader"] == "Load EasyAnimate LoRA"
+        required = cls.INPUT_TYPES()["required"]
+        assert required["lora_name"][0] == ["style.safetensors"]
+        assert required["strength"][1]["default"] == 1.0 and required["strength"][1]["min"] == -10.0
+        assert all("tooltip" in opts for _, opts in required.values())
+        assert cls.CATEGORY == "EasyAnimate/loaders" and cls.DESCRIPTION and cls.OUTPUT_TOOLTIPS
+        node, base = cls(), plain(model)
+        (one,) = node.load(base, "style.safetensors", 0.5)
+        (two,) = node.load(one, "style.safetensors", 0.25)
+        assert base.loras == () and len(two.loras) == 2 and two.loras[0][0] is two.loras[1][0]  # read once
+        assert node.load(base, "style.safetensors", 0.0)[0] is base
+        torch.testing.assert_close(run(two), run(plain(merged(model, (lw, 0.75)))), **TOL)
+    finally:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
+
+
+@pytest.mark.parametrize(
+    "key, target",
+    [
+        ("lora_unet__transformer_blocks_0_attn1_to_q.lora_down.weight", "transformer_blocks.0.attn1.to_q"),
+        ("lora_unet_transformer_blocks_1_ff_net_2.lora_up.weight", "transformer_blocks.1.ff.net.2"),
+        ("lora_unet_transformer_blocks_1_attn1_add_k_proj.alpha", "transformer_blocks.1.attn2.to_k"),
+        ("lora_unet_transformer_blocks_0_attn1_to_add_out.lora_up.weight", "transformer_blocks.0.attn2.to_out.0"),
+        ("transformer.transformer_blocks.0.attn1.add_q_proj.lora_A.weight", "transformer_blocks.0.attn2.to_q"),
+        (
+            "base_model.model.transformer_blocks.0.txt_ff.net.0.proj.lora_B.default.weight",
+            "transformer_blocks.0.txt_ff.net.0.proj",
+        ),
+        ("diffusion_model.transformer_blocks.1.attn2.to_v.lora_down.weight", "transformer_blocks.1.attn2.to_v"),
+        ("model.diffusion_model.text_proj.1.lora.up.weight", "text_proj.1"),
+        ("transformer_blocks.0.norm2.linear.lora_A.weight", "transformer_blocks.0.norm2.linear"),
+        ("lora_unet__proj.lora_down.weight", "proj"),
+    ],
+)
+def test_key_rules(model, key, target):
+    """Prefix (kohya, PEFT, ComfyUI, none), then our or diffusers' module name, dotted or flattened."""
+    m = L._KEY.match(key)
+    alias = L._TRANSFORMER_PREFIX.sub("", m["module"], count=1)
+    assert L.module_aliases(model)[alias] == target

@@ -1,0 +1,374 @@
+"""The ComfyUI nodes, loaded by the fake ComfyUI host under another folder name, on tiny checkpoints."""
+
+import os
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from comfy_host import (
+    NodeExecutionError,
+    PromptExecutor,
+    execute_prompt,
+    install_fake_comfy,
+    load_pack,
+    object_info,
+    validate_prompt,
+)
+from comfy_host.run_workflows import END_IMAGE, START_IMAGE, write_inputs, write_tiny_models
+from PIL import Image
+
+from easyanimate_core.checkpoint import load_checkpoint
+from easyanimate_core.pipeline import Request, generate
+from easyanimate_core.preview import LatentRGB, fit_latent_rgb, smooth_latents
+from easyanimate_core.schedulers import SCHEDULER_NAMES
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FOLDER = "easyanimate.nodes-under-test"  # a dot and a dash: ComfyUI mangles the module name
+T2V, INP = "EasyAnimateV5.1-tiny-T2V", "EasyAnimateV5.1-tiny-InP"
+PROMPT, NEGATIVE = "a yellow disc drifts over a blue sea", "blurry, static"
+SIZE = {"width": 64, "height": 48, "frames": 9}
+OFFICIAL_NEGATIVE = "扭曲的身体，肢体残缺，文本字幕，漫画，静止，丑陋，错误，乱码。"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("comfy")
+    models, inputs = str(root / "models"), str(root / "input")
+    write_tiny_models(models)
+    write_inputs(inputs, width=80, height=56)
+    ckpt = os.path.join(models, "EasyAnimate", T2V)  # single files and folders for the single-part loaders
+    os.makedirs(os.path.join(models, "diffusion_models"))
+    shutil.copy(
+        f"{ckpt}/transformer/diffusion_pytorch_model.safetensors", f"{models}/diffusion_models/tiny.safetensors"
+    )
+    os.makedirs(os.path.join(models, "vae"))
+    shutil.copy(f"{ckpt}/vae/diffusion_pytorch_model.safetensors", f"{models}/vae/tiny_vae.safetensors")
+    shutil.copy(f"{ckpt}/vae/config.json", f"{models}/vae/tiny_vae.json")
+    for part in ("text_encoder", "tokenizer"):
+        shutil.copytree(f"{ckpt}/{part}", f"{models}/text_encoders/tiny-qwen2vl/{part}")
+    os.makedirs(os.path.join(models, "EasyAnimate", "empty-folder"))
+    with install_fake_comfy(models, inputs, str(root / "output")) as comfy:
+        pack = load_pack(REPO_DIR, str(root / "custom_nodes"), folder_name=FOLDER)
+        yield comfy, pack
+
+
+def t2v_prompt(ckpt=T2V, seed=7, steps=3, memory="model_offload", **sampler):
+    return {
+        "1": {"class_type": "EasyAnimateModelLoader", "inputs": {"checkpoint": ckpt, "precision": "fp32", "memory_mode": memory, "resident_blocks": 1}},
+        "2": {"class_type": "EasyAnimateTextEncode", "inputs": {"text_encoder": ["1", 2], "prompt": PROMPT, "negative_prompt": NEGATIVE}},
+        "3": {"class_type": "EasyAnimateSampler", "inputs": {"model": ["1", 0], "embeds": ["2", 0], **SIZE, "steps": steps, "cfg": 6.0, "seed": seed, "scheduler": "Flow", "shift": 0.0, **sampler}},
+        "4": {"class_type": "EasyAnimateVAEDecode", "inputs": {"vae": ["1", 1], "samples": ["3", 0], "tile": False, "tile_size": 512}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+    }  # fmt: skip
+
+
+def i2v_prompt(ckpt=INP, seed=7, **i2v):
+    prompt = t2v_prompt(ckpt, seed)
+    prompt["6"] = {"class_type": "LoadImage", "inputs": {"image": START_IMAGE}}
+    prompt["7"] = {"class_type": "LoadImage", "inputs": {"image": END_IMAGE}}
+    prompt["8"] = {
+        "class_type": "EasyAnimateImageToVideo",
+        "inputs": {"model": ["1", 0], "vae": ["1", 1], "start_image": ["6", 0], "end_image": ["7", 0], **SIZE,
+                   "noise_aug_strength": 0.0563, "seed": seed, **i2v},
+    }  # fmt: skip
+    prompt["3"]["inputs"]["conditioning"] = ["8", 0]
+    return prompt
+
+
+def latents_of(result, node="3") -> torch.Tensor:
+    return result.results[node][0][0]["samples"]
+
+
+def error_of(prompt) -> NodeExecutionError:
+    with pytest.raises(NodeExecutionError) as info:
+        execute_prompt(prompt)
+    return info.value
+
+
+def image_file(comfy, name) -> torch.Tensor:
+    """An input image as the engine takes it: [3, H, W] 0..1."""
+    with Image.open(os.path.join(comfy.input_dir, name)) as image:
+        return (
+            torch.from_numpy(__import__("numpy").asarray(image.convert("RGB")).copy()).float().div(255).movedim(-1, 0)
+        )
+
+
+# --- /object_info ----------------------------------------------------------------------------------
+
+
+def test_object_info_is_complete(env):
+    comfy, pack = env
+    info = object_info()
+    ours = {name: info[name] for name in pack.node_class_mappings}
+    assert {"EasyAnimateModelLoader", "EasyAnimateTransformerLoader", "EasyAnimateVAELoader",
+            "EasyAnimateTextEncoderLoader", "EasyAnimateTextEncode", "EasyAnimateSampler", "EasyAnimateVAEDecode",
+            "EasyAnimateVAEEncode", "EasyAnimateImageToVideo"} <= set(ours)  # fmt: skip
+    for name, entry in ours.items():
+        assert entry["name"] == name and entry["display_name"] == pack.display_name_mappings[name] != name
+        assert entry["description"] and entry["category"].startswith("EasyAnimate/")
+        assert entry["output_node"] is False and entry["python_module"] == f"custom_nodes.{FOLDER}"
+        assert len(entry["output_tooltips"]) == len(entry["output"]) == len(entry["output_name"])
+        for category in ("required", "optional"):
+            for input_name, spec in entry["input"].get(category, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+    loader = ours["EasyAnimateModelLoader"]["input"]["required"]
+    assert loader["checkpoint"][0] == sorted([T2V, INP, "empty-folder"])
+    assert loader["memory_mode"][0] == ["none", "model_offload", "fp8", "block_swap"]
+    assert loader["precision"][0] == ["auto", "bf16", "fp16", "fp32"]
+    sampler = ours["EasyAnimateSampler"]["input"]
+    assert sampler["required"]["seed"][1]["control_after_generate"] is True
+    assert (
+        sampler["required"]["scheduler"][0] == SCHEDULER_NAMES
+        and sampler["required"]["scheduler"][1]["default"] == "Flow"
+    )
+    assert {k: sampler["required"][k][1]["default"] for k in ("width", "height", "frames", "steps", "cfg")} == {
+        "width": 672, "height": 384, "frames": 49, "steps": 50, "cfg": 6.0,
+    }  # fmt: skip
+    assert set(sampler["optional"]) == {"latent", "denoise", "conditioning"}
+    assert ours["EasyAnimateTextEncode"]["input"]["required"]["negative_prompt"][1]["default"] == OFFICIAL_NEGATIVE
+    assert ours["EasyAnimateImageToVideo"]["input"]["required"]["noise_aug_strength"][1]["default"] == 0.0563
+    assert ours["EasyAnimateTransformerLoader"]["input"]["required"]["transformer"][0] == ["tiny.safetensors"]
+    assert ours["EasyAnimateTextEncoderLoader"]["input"]["required"]["text_encoder"][0] == ["tiny-qwen2vl"]
+    assert ours["EasyAnimateSampler"]["output"] == ("LATENT",) and ours["EasyAnimateVAEDecode"]["output"] == ("IMAGE",)
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+
+def _error_types(prompt):
+    valid, _, _, node_errors = validate_prompt(prompt)
+    assert valid is False
+    return {node: [e["type"] for e in entry["errors"]] for node, entry in node_errors.items()}
+
+
+@pytest.mark.parametrize(
+    "node, name, value, error",
+    [
+        ("3", "width", 8, "value_smaller_than_min"),
+        ("3", "frames", 0, "value_smaller_than_min"),
+        ("3", "steps", 0, "value_smaller_than_min"),
+        ("3", "cfg", 31.0, "value_bigger_than_max"),
+        ("3", "denoise", 1.5, "value_bigger_than_max"),
+        ("3", "seed", -1, "value_smaller_than_min"),
+        ("3", "frames", "nine", "invalid_input_type"),
+        ("3", "scheduler", "Karras", "value_not_in_list"),
+        ("1", "checkpoint", "EasyAnimateV5.1-12b-zh", "value_not_in_list"),
+        ("1", "memory_mode", "sequential", "value_not_in_list"),
+        ("4", "vae", ["3", 0], "return_type_mismatch"),  # a LATENT into the VAE input
+        ("3", "embeds", ["1", 2], "return_type_mismatch"),  # a text encoder where embeddings belong
+    ],
+)
+def test_validation_rejects_bad_values(env, node, name, value, error):
+    prompt = t2v_prompt()
+    prompt[node]["inputs"][name] = value
+    assert _error_types(prompt) == {node: [error]}
+
+
+def test_validation_requires_inputs(env):
+    prompt = t2v_prompt()
+    del prompt["3"]["inputs"]["embeds"]
+    assert _error_types(prompt) == {"3": ["required_input_missing"]}
+    assert validate_prompt(t2v_prompt())[0] is True
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+
+def test_text_to_video_matches_the_engine_and_repeats(env):
+    comfy, _ = env
+    result = execute_prompt(t2v_prompt(seed=11))
+    latents = latents_of(result)
+    assert latents.shape == (1, 16, 3, 6, 8) and latents.dtype == torch.float32
+    frames = result.results["4"][0][0]
+    assert frames.shape == (9, 48, 64, 3) and 0 <= frames.min() and frames.max() <= 1
+    models, _, _ = load_checkpoint(os.path.join(comfy.models_dir, "EasyAnimate", T2V), dtype=torch.float32)
+    request = Request(prompt=PROMPT, negative_prompt=NEGATIVE, steps=3, cfg=6.0, seed=11, **SIZE)
+    assert torch.allclose(latents, generate(models, request, output="latents"), atol=1e-5)
+    again = execute_prompt(t2v_prompt(seed=11))  # a fresh executor: nothing cached
+    assert torch.equal(latents_of(again), latents) and torch.equal(again.results["4"][0][0], frames)
+    assert not torch.allclose(latents_of(execute_prompt(t2v_prompt(seed=12))), latents)
+
+
+def test_image_to_video_matches_the_engine(env):
+    comfy, _ = env
+    result = execute_prompt(i2v_prompt(seed=5))
+    models, _, _ = load_checkpoint(os.path.join(comfy.models_dir, "EasyAnimate", INP), dtype=torch.float32)
+    start, end = image_file(comfy, START_IMAGE), image_file(comfy, END_IMAGE)
+    request = Request(prompt=PROMPT, negative_prompt=NEGATIVE, steps=3, cfg=6.0, seed=5, start_image=start,
+                      end_image=end, **SIZE)  # fmt: skip
+    assert torch.allclose(latents_of(result), generate(models, request, output="latents"), atol=1e-5)
+    start_only = i2v_prompt(seed=5)
+    del start_only["8"]["inputs"]["end_image"]
+    assert not torch.allclose(latents_of(execute_prompt(start_only)), latents_of(result))
+
+
+def vae_encode_prompt(width=64, height=48, frames=9, color=0x3366CC):
+    return {
+        "1": t2v_prompt(INP)["1"],
+        "9": {"class_type": "EmptyImage", "inputs": {"width": width, "height": height, "batch_size": frames, "color": color}},
+        "11": {"class_type": "EasyAnimateVAEEncode", "inputs": {"vae": ["1", 1], "images": ["9", 0], "tile": False, "tile_size": 512}},
+        "12": {"class_type": "EasyAnimateVAEDecode", "inputs": {"vae": ["1", 1], "samples": ["11", 0], "tile": False, "tile_size": 512}},
+        "13": {"class_type": "PreviewImage", "inputs": {"images": ["12", 0]}},
+    }  # fmt: skip
+
+
+def test_video_to_video_matches_the_engine(env):
+    comfy, _ = env
+    prompt = {**t2v_prompt(INP, denoise=0.5, latent=["11", 0]), **vae_encode_prompt()}
+    prompt["3"]["inputs"].update(width=672, height=384, frames=49)  # ignored: the latent gives the size
+    result = execute_prompt(prompt)
+    assert result.results["11"][0][0]["samples"].shape == (1, 16, 3, 6, 8)
+    assert result.results["12"][0][0].shape == result.results["4"][0][0].shape == (9, 48, 64, 3)
+    models, _, _ = load_checkpoint(os.path.join(comfy.models_dir, "EasyAnimate", INP), dtype=torch.float32)
+    colour = torch.tensor([0x33 / 0xFF, 0x66 / 0xFF, 0xCC / 0xFF])  # EmptyImage's colour
+    request = Request(prompt=PROMPT, negative_prompt=NEGATIVE, steps=3, cfg=6.0, seed=7, denoise=0.5,
+                      video=colour.view(3, 1, 1, 1).expand(3, 9, 48, 64), **SIZE)  # fmt: skip
+    assert torch.allclose(latents_of(result), generate(models, request, output="latents"), atol=1e-5)
+
+
+def test_vae_decode_tiles(env):
+    prompt = vae_encode_prompt(width=128, height=96, frames=5)
+    plain = execute_prompt(prompt).results["12"][0][0]
+    prompt["12"]["inputs"].update(tile=True, tile_size=64)
+    tiled = execute_prompt(prompt).results["12"][0][0]
+    assert tiled.shape == plain.shape == (5, 96, 128, 3) and not torch.equal(tiled, plain)  # 4 tiles blended
+
+
+def test_progress_bar_and_previews(env):
+    comfy, _ = env
+    result = execute_prompt(t2v_prompt(seed=3, steps=4))
+    steps = [(p["value"], p["max"]) for p in result.events("progress") if p["node"] == "3"]
+    assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    previews = [p for node, p in result.previews if node == "3"]
+    assert len(previews) == 4 and all(kind == "JPEG" and image.size == (8, 6) for kind, image, _ in previews)
+    decode = [(p["value"], p["max"]) for p in result.events("progress") if p["node"] == "4"]
+    assert decode and decode[-1][0] == decode[-1][1]  # the VAE's bar reaches its total
+
+
+@pytest.mark.parametrize("memory", ["model_offload", "block_swap"])
+def test_interrupt_mid_sampling(env, memory):
+    comfy, _ = env
+    utils = comfy.modules["comfy.utils"]
+    executor = PromptExecutor()
+    first = executor.execute(t2v_prompt(seed=1, memory=memory))
+    model = first.results["1"][0][0]
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    original = utils.PROGRESS_BAR_HOOK
+
+    def hook(value, total, preview, prompt_id=None, node_id=None):
+        original(value, total, preview, prompt_id=prompt_id, node_id=node_id)
+        if comfy.server.last_node_id == "3" and value == 2:
+            comfy.interrupt()  # the user presses Cancel during step 3
+
+    utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            executor.execute(t2v_prompt(seed=2, memory=memory, steps=4))
+    finally:
+        utils.set_progress_bar_global_hook(original)
+    assert comfy.messages[-1][0] == "execution_interrupted" and comfy.messages[-1][1]["node_id"] == "3"
+    assert comfy.model_management.processing_interrupted() is False
+    after = model.model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) and after[k].dtype == v.dtype for k, v in before.items())
+    resumed = executor.execute(t2v_prompt(seed=2, memory=memory, steps=4))  # the same model, loaded once
+    assert resumed.results["1"][0][0] is model and "1" in resumed.cached
+    assert torch.equal(latents_of(resumed), latents_of(execute_prompt(t2v_prompt(seed=2, memory=memory, steps=4))))
+
+
+def test_memory_modes_give_the_same_video(env):
+    reference = latents_of(execute_prompt(t2v_prompt(seed=4, memory="none")))
+    assert torch.equal(latents_of(execute_prompt(t2v_prompt(seed=4, memory="block_swap"))), reference)
+    fp8 = latents_of(execute_prompt(t2v_prompt(seed=4, memory="fp8")))
+    assert fp8.shape == reference.shape and torch.isfinite(fp8).all()
+
+
+def test_single_part_loaders(env):
+    prompt = t2v_prompt(seed=9)
+    prompt["1"] = {"class_type": "EasyAnimateTransformerLoader", "inputs": {"transformer": "tiny.safetensors", "precision": "fp32", "memory_mode": "none", "resident_blocks": 0}}  # fmt: skip
+    prompt["20"] = {"class_type": "EasyAnimateVAELoader", "inputs": {"vae": "tiny_vae.safetensors", "precision": "fp32", "offload": True}}  # fmt: skip
+    prompt["21"] = {"class_type": "EasyAnimateTextEncoderLoader", "inputs": {"text_encoder": "tiny-qwen2vl", "precision": "fp32", "offload": False}}  # fmt: skip
+    prompt["2"]["inputs"]["text_encoder"] = ["21", 0]
+    prompt["4"]["inputs"]["vae"] = ["20", 0]
+    result = execute_prompt(prompt)
+    assert torch.equal(latents_of(result), latents_of(execute_prompt(t2v_prompt(seed=9))))
+    assert result.results["1"][0][0].latent_rgb is None and result.results["20"][0][0].latent_rgb is not None
+    assert not [node for node, _ in result.previews if node == "3"]  # no VAE, no previews; progress still runs
+    assert [p["value"] for p in result.events("progress") if p["node"] == "3"] == [1, 2, 3]
+
+
+def test_text_encode_cache_is_bounded_and_per_encoder(env):
+    _, pack = env
+    classes = pack.node_class_mappings
+    _, _, encoder = classes["EasyAnimateModelLoader"]().load(T2V, "fp32", "none", 0)
+    node = classes["EasyAnimateTextEncode"]()
+    first = node.encode(encoder, "a cat", "")[0]
+    assert node.encode(encoder, "a cat", "")[0] is first
+    assert node.encode(encoder, "a dog", "")[0] is not first
+    for i in range(8):
+        node.encode(encoder, f"prompt {i}", "")
+    assert node.encode(encoder, "a cat", "")[0] is not first  # evicted: at most 8 pairs are kept
+    again = node.encode(encoder, "a cat", "")[0]
+    assert torch.equal(again.positive.embeds, first.positive.embeds)
+    _, _, other = classes["EasyAnimateModelLoader"]().load(T2V, "fp32", "none", 0)
+    assert node.encode(other, "a cat", "")[0] is not again  # another encoder starts a new cache
+
+
+def test_loader_attaches_one_preview_map(env):
+    _, pack = env
+    model, vae, _ = pack.node_class_mappings["EasyAnimateModelLoader"]().load(INP, "auto", "model_offload", 0)
+    assert model.latent_rgb is vae.latent_rgb and len(vae.latent_rgb.latent_rgb_factors) == 16
+    assert model.dtype == torch.float32 and model.memory.mode == "model_offload" and vae.memory.offloads
+    assert model.config.variant.value == "InP" and model.scheduler_config["_class_name"].startswith("FlowMatch")
+
+
+# --- clear errors from bad input -------------------------------------------------------------------
+
+
+def test_bad_input_raises_clear_errors(env):
+    comfy, _ = env
+    error = error_of(t2v_prompt(width=65))
+    assert error.node_id == "3" and isinstance(error.__cause__, ValueError)
+    assert "nearest: 64" in error.details["exception_message"]
+    assert "nearest: 9" in error_of(t2v_prompt(frames=10)).details["exception_message"]
+    error = error_of(i2v_prompt(ckpt=T2V))
+    assert error.node_id == "8" and "InP" in error.details["exception_message"]
+    message = error_of(i2v_prompt(width=80)).details["exception_message"]
+    assert "80x48" in message and "64x48" in message and "same width" in message
+    assert "VAE Encode" in error_of(t2v_prompt(denoise=0.5)).details["exception_message"]
+    assert "nearest: 9" in error_of(vae_encode_prompt(frames=8)).details["exception_message"]
+    assert "nearest: 64" in error_of(vae_encode_prompt(width=70)).details["exception_message"]
+
+
+def test_missing_checkpoint_errors_say_what_and_where(env):
+    comfy, pack = env
+    loader = pack.node_class_mappings["EasyAnimateModelLoader"]()
+    with pytest.raises(FileNotFoundError, match="looked in") as info:
+        loader.load("EasyAnimateV5.1-12b-zh", "auto", "none", 0)
+    assert os.path.join(comfy.models_dir, "EasyAnimate") in str(info.value)
+    with pytest.raises(ValueError, match="transformer/"):
+        loader.load("empty-folder", "auto", "none", 0)
+
+
+# --- previews from the VAE -------------------------------------------------------------------------
+
+
+def test_fitted_preview_map_reproduces_the_vae_colours(env):
+    comfy, _ = env
+    models, _, _ = load_checkpoint(os.path.join(comfy.models_dir, "EasyAnimate", T2V), dtype=torch.float32)
+    vae = models.vae
+    latent_rgb = fit_latent_rgb(vae)
+    assert isinstance(latent_rgb, LatentRGB) and fit_latent_rgb(vae) == latent_rgb  # deterministic
+    generator = torch.Generator().manual_seed(1234)  # other latents than the fit's, at another size
+    z = smooth_latents(16, 16, (6, 10), generator)
+    with torch.no_grad():
+        rgb = F.avg_pool2d(vae.decode(z / vae.scaling_factor)[:, :, 0], 8)  # [n, 3, h, w]
+    spread = (rgb - rgb.mean(dim=(0, 2, 3), keepdim=True)).pow(2).mean()  # error of the mean colour
+    error = (latent_rgb.to_rgb(z)[:, :, 0] - rgb).pow(2).mean()
+    assert error < spread  # explains part of the colour: better than no map
+    factors = torch.tensor(latent_rgb.latent_rgb_factors)
+    for _ in range(5):  # chance: the same weights given to the wrong channels
+        shuffled = LatentRGB(tuple(map(tuple, factors[torch.randperm(16, generator=generator)].tolist())),
+                             latent_rgb.latent_rgb_factors_bias)  # fmt: skip
+        assert error < (shuffled.to_rgb(z)[:, :, 0] - rgb).pow(2).mean()

@@ -1,0 +1,451 @@
+// Trajectory editor for the EasyAnimateTrajectory node.
+//
+// Click over the reference image to place the control points of a track; each track becomes a smooth
+// Catmull-Rom curve resampled to one point per frame and written as JSON into the node's `tracks_json`
+// widget (what the node reads, and what saved workflows keep). The control points themselves live in
+// node.properties.easyanimate_trajectory_points, so re-opening a workflow restores the editable curves.
+//
+// Mouse: click adds a point to the current track, drag moves a point, right-click deletes one.
+// Keys (with the editor focused): N new track, Z or Backspace undo.
+
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+import { trackFromControlPoints, tracksToJSON } from "./trajectory_math.js";
+
+const NODE_NAME = "EasyAnimateTrajectory";
+const POINTS_PROPERTY = "easyanimate_trajectory_points";
+const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]; // as the Python preview
+const HIT_RADIUS_PX = 9; // screen pixels within which a click grabs an existing point
+const HISTORY_LIMIT = 100;
+const TOOLBAR_PX = 30;
+const HINT_PX = 18;
+
+const STYLE = `
+.easyanimate-trajectory { display: flex; flex-direction: column; gap: 4px; width: 100%; height: 100%;
+  box-sizing: border-box; font: 11px sans-serif; color: var(--input-text, #ddd); }
+.easyanimate-trajectory .toolbar { display: flex; gap: 4px; align-items: center; height: ${TOOLBAR_PX - 4}px; }
+.easyanimate-trajectory button { background: var(--comfy-input-bg, #222); color: inherit; cursor: pointer;
+  border: 1px solid var(--border-color, #555); border-radius: 4px; padding: 2px 8px; font: inherit; }
+.easyanimate-trajectory .status { margin-left: auto; opacity: 0.8; white-space: nowrap; }
+.easyanimate-trajectory .stage { flex: 1; min-height: 0; display: flex; align-items: center;
+  justify-content: center; overflow: hidden; }
+.easyanimate-trajectory canvas { cursor: crosshair; outline: none; border: 1px solid var(--border-color, #555); }
+.easyanimate-trajectory .hint { height: ${HINT_PX}px; opacity: 0.6; overflow: hidden; white-space: nowrap; }
+`;
+
+function addStyleOnce() {
+  if (document.getElementById("easyanimate-trajectory-style")) return;
+  const style = document.createElement("style");
+  style.id = "easyanimate-trajectory-style";
+  style.textContent = STYLE;
+  document.head.appendChild(style);
+}
+
+/** Call `callback` after the original method (if any), keeping its return value. */
+function chainCallback(object, property, callback) {
+  const original = object[property];
+  object[property] = function (...args) {
+    const result = original?.apply(this, args);
+    callback.apply(this, args);
+    return result;
+  };
+}
+
+function cleanTracks(value) {
+  if (!Array.isArray(value)) return [[]];
+  const tracks = value
+    .filter(Array.isArray)
+    .map((t) => t.filter((p) => Number.isFinite(p?.x) && Number.isFinite(p?.y)).map((p) => ({ x: p.x, y: p.y })));
+  return tracks.length ? tracks : [[]];
+}
+
+class TrajectoryEditor {
+  constructor(node) {
+    this.node = node;
+    this.tracks = [[]]; // control points per track, reference pixels
+    this.current = 0;
+    this.history = [];
+    this.drag = null; // {track, index} while dragging a point
+    this.image = null; // HTMLImageElement shown under the tracks
+
+    addStyleOnce();
+    this.element = document.createElement("div");
+    this.element.className = "easyanimate-trajectory";
+    const toolbar = document.createElement("div");
+    toolbar.className = "toolbar";
+    this.button(toolbar, "New track", "Start another track (N)", () => this.newTrack());
+    this.button(toolbar, "Undo", "Undo the last change (Z)", () => this.undo());
+    this.button(toolbar, "Clear", "Remove every track", () => this.clear());
+    this.matchButton = this.button(toolbar, "Use image size", "Set ref_width/ref_height to the image", () =>
+      this.matchImageSize(),
+    );
+    this.status = document.createElement("span");
+    this.status.className = "status";
+    toolbar.appendChild(this.status);
+
+    this.stage = document.createElement("div");
+    this.stage.className = "stage";
+    this.canvas = document.createElement("canvas");
+    this.canvas.tabIndex = 0;
+    this.stage.appendChild(this.canvas);
+    this.ctx = this.canvas.getContext("2d");
+
+    const hint = document.createElement("div");
+    hint.className = "hint";
+    hint.textContent = "click: add point · drag: move · right-click: delete · N: new track · Z: undo";
+    this.element.append(toolbar, this.stage, hint);
+
+    this.canvas.addEventListener("pointerdown", (e) => this.onPointerDown(e));
+    this.canvas.addEventListener("pointermove", (e) => this.onPointerMove(e));
+    this.canvas.addEventListener("pointerup", (e) => this.onPointerUp(e));
+    this.canvas.addEventListener("pointerenter", () => this.refreshImage());
+    this.canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+    this.canvas.addEventListener("keydown", (e) => this.onKey(e));
+    this.resizeObserver = new ResizeObserver(() => this.fit());
+    this.resizeObserver.observe(this.stage);
+  }
+
+  button(parent, label, title, onClick) {
+    const b = document.createElement("button");
+    b.textContent = label;
+    b.title = title;
+    b.addEventListener("click", (e) => {
+      e.stopPropagation();
+      onClick();
+    });
+    parent.appendChild(b);
+    return b;
+  }
+
+  widget(name) {
+    return this.node.widgets?.find((w) => w.name === name);
+  }
+
+  refSize() {
+    const w = Math.max(1, Math.round(Number(this.widget("ref_width")?.value) || 512));
+    const h = Math.max(1, Math.round(Number(this.widget("ref_height")?.value) || 512));
+    return { w, h };
+  }
+
+  frames() {
+    return Math.max(1, Math.round(Number(this.widget("frames")?.value) || 49));
+  }
+
+  // ---- state -------------------------------------------------------------------------------------
+
+  load() {
+    this.tracks = cleanTracks(this.node.properties?.[POINTS_PROPERTY]);
+    this.current = this.tracks.length - 1;
+    this.history = [];
+    this.redraw();
+  }
+
+  remember() {
+    this.history.push(JSON.stringify(this.tracks));
+    if (this.history.length > HISTORY_LIMIT) this.history.shift();
+  }
+
+  /** Store the control points and write the per-frame tracks into tracks_json. */
+  commit() {
+    this.node.properties ??= {};
+    this.node.properties[POINTS_PROPERTY] = this.tracks.map((t) => t.map((p) => ({ x: p.x, y: p.y })));
+    const { w, h } = this.refSize();
+    const frames = this.frames();
+    const sampled = this.tracks.filter((t) => t.length).map((t) => trackFromControlPoints(t, frames, w, h));
+    const json = this.widget("tracks_json");
+    if (json) {
+      json.value = tracksToJSON(sampled);
+      json.callback?.(json.value);
+    }
+    this.redraw();
+    this.node.setDirtyCanvas?.(true, true);
+  }
+
+  newTrack() {
+    if (!this.tracks[this.current]?.length) return; // the current track is still empty
+    this.remember();
+    this.tracks.push([]);
+    this.current = this.tracks.length - 1;
+    this.redraw();
+  }
+
+  undo() {
+    const last = this.history.pop();
+    if (last === undefined) return;
+    this.tracks = cleanTracks(JSON.parse(last));
+    this.current = this.tracks.length - 1;
+    this.commit();
+  }
+
+  clear() {
+    if (!this.tracks.some((t) => t.length)) return;
+    this.remember();
+    this.tracks = [[]];
+    this.current = 0;
+    this.commit();
+  }
+
+  matchImageSize() {
+    if (!this.image?.naturalWidth) return;
+    for (const [name, value] of [
+      ["ref_width", this.image.naturalWidth],
+      ["ref_height", this.image.naturalHeight],
+    ]) {
+      const w = this.widget(name);
+      if (w) {
+        w.value = value;
+        w.callback?.(value);
+      }
+    }
+    this.commit();
+  }
+
+  // ---- reference image ---------------------------------------------------------------------------
+
+  setImageSource(src) {
+    const img = new Image();
+    img.onload = () => {
+      this.image = img;
+      this.redraw();
+    };
+    img.src = src;
+  }
+
+  /** After a run the node may send its reference image back: ui {"bg_image": [base64]} or {"images": [...]}. */
+  onExecuted(message) {
+    const b64 = message?.bg_image?.[0];
+    if (b64) {
+      this.setImageSource(b64.startsWith("data:") ? b64 : `data:image/png;base64,${b64}`);
+      return;
+    }
+    const file = message?.images?.[0];
+    if (file?.filename) {
+      const q = new URLSearchParams({ filename: file.filename, subfolder: file.subfolder ?? "", type: file.type ?? "temp" });
+      this.setImageSource(api.apiURL(`/view?${q}`));
+    }
+  }
+
+  /** Before any run, show the image of a Load Image node wired into reference_image. */
+  refreshImage() {
+    const input = this.node.inputs?.find((i) => i.name === "reference_image");
+    if (input?.link == null) return;
+    const links = this.node.graph?.links ?? app.graph?.links;
+    const link = links?.get ? links.get(input.link) : links?.[input.link];
+    const origin = link && this.node.graph?.getNodeById?.(link.origin_id);
+    const img = origin?.imgs?.[0];
+    if (img && img !== this.image && img.complete && img.naturalWidth) {
+      this.image = img;
+      this.redraw();
+    }
+  }
+
+  // ---- input -------------------------------------------------------------------------------------
+
+  /** Event -> reference-pixel coordinates (the canvas may be scaled by CSS and by the graph zoom). */
+  toRef(e) {
+    const rect = this.canvas.getBoundingClientRect();
+    const { w, h } = this.refSize();
+    const x = ((e.clientX - rect.left) / rect.width) * w;
+    const y = ((e.clientY - rect.top) / rect.height) * h;
+    return { x: Math.min(w, Math.max(0, x)), y: Math.min(h, Math.max(0, y)), perPx: w / rect.width };
+  }
+
+  hit(p) {
+    const radius = HIT_RADIUS_PX * p.perPx;
+    let best = null;
+    this.tracks.forEach((track, t) =>
+      track.forEach((q, i) => {
+        const d = Math.hypot(q.x - p.x, q.y - p.y);
+        if (d <= radius && (!best || d < best.d)) best = { track: t, index: i, d };
+      }),
+    );
+    return best;
+  }
+
+  onPointerDown(e) {
+    e.preventDefault();
+    e.stopPropagation();
+    this.canvas.focus();
+    const p = this.toRef(e);
+    const target = this.hit(p);
+    if (e.button === 2) {
+      if (!target) return;
+      this.remember();
+      this.tracks[target.track].splice(target.index, 1);
+      if (!this.tracks[target.track].length && this.tracks.length > 1) this.tracks.splice(target.track, 1);
+      this.current = Math.min(this.current, this.tracks.length - 1);
+      this.commit();
+      return;
+    }
+    if (e.button !== 0) return;
+    this.remember();
+    if (target) {
+      this.drag = target;
+      this.current = target.track;
+      this.canvas.setPointerCapture(e.pointerId);
+      this.redraw();
+      return;
+    }
+    this.tracks[this.current].push({ x: p.x, y: p.y });
+    this.commit();
+  }
+
+  onPointerMove(e) {
+    if (!this.drag) return;
+    e.stopPropagation();
+    const p = this.toRef(e);
+    this.tracks[this.drag.track][this.drag.index] = { x: p.x, y: p.y };
+    this.redraw();
+  }
+
+  onPointerUp(e) {
+    if (!this.drag) return;
+    e.stopPropagation();
+    this.drag = null;
+    this.canvas.releasePointerCapture?.(e.pointerId);
+    this.commit();
+  }
+
+  onKey(e) {
+    const key = e.key.toLowerCase();
+    if (key === "n") this.newTrack();
+    else if (key === "z" || key === "backspace" || key === "delete") this.undo();
+    else return;
+    e.preventDefault();
+    e.stopPropagation(); // keep ComfyUI's own shortcuts out of the editor
+  }
+
+  // ---- drawing -----------------------------------------------------------------------------------
+
+  /** Fit the canvas inside the stage, keeping the reference aspect ratio. */
+  fit() {
+    const { w, h } = this.refSize();
+    const scale = Math.min(this.stage.clientWidth / w, this.stage.clientHeight / h);
+    if (!(scale > 0)) return;
+    this.canvas.style.width = `${Math.floor(w * scale)}px`;
+    this.canvas.style.height = `${Math.floor(h * scale)}px`;
+  }
+
+  /** Height the widget asks for at the node's current width. */
+  preferredHeight() {
+    const { w, h } = this.refSize();
+    const width = Math.max(200, (this.node.size?.[0] ?? 400) - 20);
+    return TOOLBAR_PX + HINT_PX + Math.min(800, Math.max(120, (width * h) / w)) + 8;
+  }
+
+  importedTracks() {
+    // tracks_json written elsewhere (pasted KJNodes coordinates): shown, not editable
+    try {
+      let data = JSON.parse(this.widget("tracks_json")?.value || "[]");
+      if (typeof data === "string") data = JSON.parse(data);
+      if (Array.isArray(data) && data.length && !Array.isArray(data[0])) data = [data];
+      return Array.isArray(data) ? data.filter(Array.isArray) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  redraw() {
+    const { w, h } = this.refSize();
+    if (this.canvas.width !== w || this.canvas.height !== h) {
+      this.canvas.width = w;
+      this.canvas.height = h;
+    }
+    this.fit();
+    const ctx = this.ctx;
+    const unit = Math.max(1, Math.max(w, h) / 300); // line widths and dots scale with the reference size
+    ctx.fillStyle = "#808080";
+    ctx.fillRect(0, 0, w, h);
+    if (this.image) ctx.drawImage(this.image, 0, 0, w, h);
+
+    const frames = this.frames();
+    const editable = this.tracks.some((t) => t.length);
+    const curves = editable
+      ? this.tracks.map((t) => trackFromControlPoints(t, frames, w, h))
+      : this.importedTracks().map((t) => t.filter((p) => Number.isFinite(p?.x) && Number.isFinite(p?.y)));
+    curves.forEach((curve, t) => {
+      if (!curve.length) return;
+      const colour = COLOURS[t % COLOURS.length];
+      ctx.strokeStyle = colour;
+      ctx.fillStyle = colour;
+      ctx.lineWidth = 2 * unit;
+      ctx.setLineDash(editable ? [] : [6 * unit, 4 * unit]);
+      ctx.beginPath();
+      curve.forEach((p, i) => (i ? ctx.lineTo(p.x, p.y) : ctx.moveTo(p.x, p.y)));
+      ctx.stroke();
+      for (const p of curve) ctx.fillRect(p.x - unit, p.y - unit, 2 * unit, 2 * unit); // one dot per frame
+      ctx.beginPath();
+      ctx.arc(curve[0].x, curve[0].y, 4 * unit, 0, 2 * Math.PI); // start
+      ctx.fill();
+    });
+    ctx.setLineDash([]);
+
+    this.tracks.forEach((track, t) => {
+      ctx.strokeStyle = t === this.current ? "#ffffff" : COLOURS[t % COLOURS.length];
+      ctx.lineWidth = (t === this.current ? 2 : 1.5) * unit;
+      for (const p of track) {
+        ctx.beginPath();
+        ctx.arc(p.x, p.y, 6 * unit, 0, 2 * Math.PI);
+        ctx.stroke();
+      }
+    });
+
+    const count = this.tracks.filter((t) => t.length).length;
+    this.status.textContent = editable
+      ? `track ${this.current + 1}/${this.tracks.length} · ${count} drawn · ${frames} frames · ${w}×${h}`
+      : curves.length
+        ? `${curves.length} track(s) from tracks_json (click to start drawing)`
+        : `${w}×${h} · click to add points`;
+    this.matchButton.style.display = this.image?.naturalWidth ? "" : "none";
+  }
+}
+
+app.registerExtension({
+  name: "EasyAnimate.TrajectoryEditor",
+  async beforeRegisterNodeDef(nodeType, nodeData, app) {
+    if (nodeData?.name !== NODE_NAME) return;
+
+    chainCallback(nodeType.prototype, "onNodeCreated", function () {
+      const editor = new TrajectoryEditor(this);
+      this.trajectoryEditor = editor;
+      const widget = this.addDOMWidget("trajectory_editor", "easyanimate_trajectory", editor.element, {
+        serialize: false,
+        hideOnZoom: false,
+        getValue: () => undefined,
+        setValue: () => {},
+        getMinHeight: () => TOOLBAR_PX + HINT_PX + 120,
+        getHeight: () => editor.preferredHeight(),
+      });
+      widget.serialize = false;
+      if (!widget.computeLayoutSize) widget.computeSize = (width) => [width, editor.preferredHeight()]; // older frontends
+
+      for (const name of ["ref_width", "ref_height", "frames"]) {
+        const w = editor.widget(name);
+        if (w) chainCallback(w, "callback", () => editor.commit());
+      }
+      editor.load();
+      this.setSize([Math.max(this.size[0], 420), this.computeSize()[1]]);
+    });
+
+    // A loaded workflow brings its control points in node.properties (configure runs after creation).
+    chainCallback(nodeType.prototype, "onConfigure", function () {
+      this.trajectoryEditor?.load();
+    });
+
+    chainCallback(nodeType.prototype, "onExecuted", function (message) {
+      this.trajectoryEditor?.onExecuted(message);
+    });
+
+    chainCallback(nodeType.prototype, "onConnectionsChange", function () {
+      const editor = this.trajectoryEditor;
+      if (!editor) return;
+      if (this.inputs?.find((i) => i.name === "reference_image")?.link == null) editor.image = null;
+      editor.refreshImage();
+      editor.redraw();
+    });
+
+    chainCallback(nodeType.prototype, "onRemoved", function () {
+      this.trajectoryEditor?.resizeObserver.disconnect();
+    });
+  },
+});
