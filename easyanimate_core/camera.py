@@ -275,17 +275,21 @@ def plucker_embedding(
     if width < 1 or height < 1:
         raise ValueError(f"invalid size {width}x{height}")
     c2ws = relative_c2w(poses)  # [T, 4, 4]
-    v, u = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64) + 0.5, torch.arange(width, dtype=torch.float64) + 0.5, indexing="ij"
-    )  # [H, W] pixel-centre coordinates
+    v = torch.arange(height, dtype=torch.float64)[:, None] + 0.5  # [H, 1] pixel-centre rows
+    u = torch.arange(width, dtype=torch.float64)[None, :] + 0.5  # [1, W] pixel-centre columns
     out = torch.empty(6, len(poses), height, width, dtype=torch.float32)
+    camera_dirs: dict[tuple[float, ...], torch.Tensor] = {}  # most paths share one set of intrinsics
     for t, (pose, c2w) in enumerate(zip(poses, c2ws)):
-        fx, fy, cx, cy = pixel_intrinsics(pose, width, height, pose_size)
-        dirs = torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u)], dim=-1)  # [H, W, 3]
-        dirs = dirs / dirs.norm(dim=-1, keepdim=True)
-        c2w_t = torch.from_numpy(c2w)
-        d = dirs @ c2w_t[:3, :3].T  # [H, W, 3] world (first-frame) directions
-        o = c2w_t[:3, 3].expand_as(d)  # [H, W, 3]
-        moment = torch.linalg.cross(o, d, dim=-1)
-        out[:, t] = torch.cat([moment, d], dim=-1).permute(2, 0, 1).float()  # [H, W, 6] -> [6, H, W]
+        k = pixel_intrinsics(pose, width, height, pose_size)
+        if k not in camera_dirs:
+            fx, fy, cx, cy = k
+            x, y = ((u - cx) / fx).expand(height, width), ((v - cy) / fy).expand(height, width)
+            dirs = torch.stack([x, y, torch.ones_like(x)])  # [3, H, W] camera-space directions
+            camera_dirs[k] = dirs / dirs.norm(dim=0, keepdim=True)
+        dirs = camera_dirs[k]
+        r, o = c2w[:3, :3], c2w[:3, 3]
+        d = [r[i, 0] * dirs[0] + r[i, 1] * dirs[1] + r[i, 2] * dirs[2] for i in range(3)]  # R @ dir, 3 x [H, W]
+        moment = [o[1] * d[2] - o[2] * d[1], o[2] * d[0] - o[0] * d[2], o[0] * d[1] - o[1] * d[0]]  # o x d
+        for c, channel in enumerate(moment + d):
+            out[c, t] = channel
     return out

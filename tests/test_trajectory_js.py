@@ -69,7 +69,7 @@ def test_overshoot_is_clamped_and_degenerate_inputs():
     )
     assert all(0 <= p["x"] <= 100 and 0 <= p["y"] <= 100 for p in out["edge"])
     assert out["still"] == [{"x": 5, "y": 6}] * 4
-    assert out["dup"] == [{"x": 5, "y": 6}, {"x": 10, "y": 6}, {"x": 15, "y": 6}]
+    assert [c for p in out["dup"] for c in (p["x"], p["y"])] == pytest.approx([5, 6, 10, 6, 15, 6], abs=1e-9)
     assert out["none"] == [] and out["one"] == [{"x": 1, "y": 2}]
 
 
@@ -90,3 +90,112 @@ def test_editor_module_parses(tmp_path):
     copy.write_text((WEB / "trajectory_editor.js").read_text())
     done = subprocess.run([NODE, "--check", str(copy)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
+
+
+# Just enough of the browser and of ComfyUI for the editor to run under node: DOM elements record their
+# listeners, the 2D context swallows drawing calls, and the canvas is shown at twice the reference size.
+STUB_DOM = """
+export const registered = [];
+function element(tag) {
+  return {
+    tagName: tag, style: {}, children: [], listeners: {}, width: 300, height: 150, clientWidth: 400, clientHeight: 300,
+    appendChild(c) { this.children.push(c); return c; },
+    append(...cs) { this.children.push(...cs); },
+    addEventListener(type, fn) { this.listeners[type] = fn; },
+    getContext() {
+      return new Proxy({}, { get: (t, k) => (k in t ? t[k] : () => {}), set: (t, k, v) => ((t[k] = v), true) });
+    },
+    getBoundingClientRect() { return { left: 0, top: 0, width: 2 * this.width, height: 2 * this.height }; },
+    focus() {}, setPointerCapture() {}, releasePointerCapture() {},
+  };
+}
+globalThis.document = { createElement: element, getElementById: () => null, head: { appendChild() {} } };
+globalThis.ResizeObserver = class { observe() {} disconnect() {} };
+globalThis.Image = class {};
+"""
+
+EDITOR_SCRIPT = """
+import { registered } from "./stub_dom.mjs";
+await import("./extensions/pack/trajectory_editor.js");
+const ext = registered[0];
+class Node {
+  constructor() {
+    this.widgets = [
+      { name: "tracks_json", value: "[]" }, { name: "ref_width", value: 200 },
+      { name: "ref_height", value: 100 }, { name: "frames", value: 5 },
+    ];
+    this.properties = {};
+    this.size = [300, 200];
+    this.inputs = [{ name: "reference_image", link: null }];
+  }
+  addDOMWidget(name, type, element, options) {
+    const w = { name, type, element, options };
+    this.widgets.push(w);
+    return w;
+  }
+  setSize(s) { this.size = s; }
+  computeSize() { return [300, 400]; }
+}
+await ext.beforeRegisterNodeDef(Node, { name: "EasyAnimateTrajectory" }, {});
+const node = new Node();
+node.onNodeCreated();
+const editor = node.trajectoryEditor;
+const event = (x, y, button = 0) => ({
+  clientX: 2 * x, clientY: 2 * y, button, pointerId: 1, key: "", preventDefault() {}, stopPropagation() {},
+});
+const canvas = editor.canvas.listeners;
+const json = () => JSON.parse(node.widgets[0].value);
+const points = () => JSON.parse(JSON.stringify(node.properties.easyanimate_trajectory_points));
+const out = { name: ext.name };
+canvas.pointerdown(event(10, 10));
+canvas.pointerdown(event(190, 90));
+out.first = json();
+canvas.keydown({ ...event(0, 0), key: "n" });
+canvas.pointerdown(event(100, 50));
+out.points = points();
+canvas.pointerdown(event(12, 11));  // grabs the point at (10, 10)
+canvas.pointermove(event(20, 30));
+canvas.pointerup(event(20, 30));
+out.dragged = points()[0][0];
+editor.undo();
+out.undone = points()[0][0];
+node.widgets[3].value = 3;
+node.widgets[3].callback(3);
+out.threeFrames = json();
+const reopened = new Node();
+reopened.onNodeCreated();
+reopened.properties = JSON.parse(JSON.stringify(node.properties));
+reopened.onConfigure({});
+out.reopened = reopened.trajectoryEditor.tracks;
+editor.clear();
+out.cleared = json();
+console.log(JSON.stringify(out));
+"""
+
+
+def test_editor_runs_with_a_stub_dom(tmp_path):
+    (tmp_path / "stub_dom.mjs").write_text(STUB_DOM)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "app.js").write_text(
+        'import { registered } from "../stub_dom.mjs";\n'
+        "export const app = { registerExtension: (e) => registered.push(e), graph: null };\n"
+    )
+    (tmp_path / "scripts" / "api.js").write_text("export const api = { apiURL: (p) => p };\n")
+    pack = tmp_path / "extensions" / "pack"  # ComfyUI serves WEB_DIRECTORY at /extensions/<pack>/
+    pack.mkdir(parents=True)
+    for name in ("trajectory_editor.js", "trajectory_math.js"):
+        shutil.copy(WEB / name, pack / name)
+    (tmp_path / "run.mjs").write_text(EDITOR_SCRIPT)
+    done = subprocess.run([NODE, str(tmp_path / "run.mjs")], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+
+    assert out["name"] == "EasyAnimate.TrajectoryEditor"
+    line = [{"x": 10 + 45 * i, "y": 10 + 20 * i} for i in range(5)]  # two clicks: a straight track, 5 frames
+    assert [[(p["x"], p["y"]) for p in t] for t in out["first"]] == [[(p["x"], p["y"]) for p in line]]
+    assert out["points"] == [[{"x": 10, "y": 10}, {"x": 190, "y": 90}], [{"x": 100, "y": 50}]]
+    assert out["dragged"] == {"x": 20, "y": 30} and out["undone"] == {"x": 10, "y": 10}
+    assert [len(t) for t in out["threeFrames"]] == [3, 3]
+    assert out["threeFrames"][0][1] == {"x": 100, "y": 50}
+    assert out["reopened"] == out["points"]
+    assert out["cleared"] == []

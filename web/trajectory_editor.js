@@ -137,6 +137,7 @@ class TrajectoryEditor {
     this.tracks = cleanTracks(this.node.properties?.[POINTS_PROPERTY]);
     this.current = this.tracks.length - 1;
     this.history = [];
+    this.size = this.refSize();
     this.redraw();
   }
 
@@ -178,11 +179,23 @@ class TrajectoryEditor {
   }
 
   clear() {
-    if (!this.tracks.some((t) => t.length)) return;
     this.remember();
     this.tracks = [[]];
     this.current = 0;
     this.commit();
+  }
+
+  /** ref_width, ref_height or frames changed: re-sample the drawn tracks (pasted tracks_json is left alone). */
+  onSettingsChanged() {
+    // a new reference size keeps the points where they are on the (stretched) reference image
+    const { w, h } = this.refSize();
+    const old = this.size ?? { w, h };
+    if (old.w !== w || old.h !== h) {
+      this.tracks = this.tracks.map((t) => t.map((p) => ({ x: (p.x * w) / old.w, y: (p.y * h) / old.h })));
+    }
+    this.size = { w, h };
+    if (this.tracks.some((t) => t.length)) this.commit();
+    else this.redraw();
   }
 
   matchImageSize() {
@@ -197,7 +210,7 @@ class TrajectoryEditor {
         w.callback?.(value);
       }
     }
-    this.commit();
+    this.onSettingsChanged();
   }
 
   // ---- reference image ---------------------------------------------------------------------------
@@ -394,7 +407,7 @@ class TrajectoryEditor {
     this.status.textContent = editable
       ? `track ${this.current + 1}/${this.tracks.length} · ${count} drawn · ${frames} frames · ${w}×${h}`
       : curves.length
-        ? `${curves.length} track(s) from tracks_json (click to start drawing)`
+        ? `${curves.length} track(s) from tracks_json (drawing replaces them)`
         : `${w}×${h} · click to add points`;
     this.matchButton.style.display = this.image?.naturalWidth ? "" : "none";
   }
@@ -421,7 +434,7 @@ app.registerExtension({
 
       for (const name of ["ref_width", "ref_height", "frames"]) {
         const w = editor.widget(name);
-        if (w) chainCallback(w, "callback", () => editor.commit());
+        if (w) chainCallback(w, "callback", () => editor.onSettingsChanged());
       }
       editor.load();
       this.setSize([Math.max(this.size[0], 420), this.computeSize()[1]]);
