@@ -42,7 +42,8 @@ def latent_shape(vae: MagvitVAE, width: int, height: int, frames: int, batch: in
 
 def encode_mode(vae: MagvitVAE, video: torch.Tensor, **kw) -> torch.Tensor:
     """Scaled latents of a video from the posterior's mode (its mean), as the pipelines condition."""
-    mean, _ = vae.encode(video, **kw)
+    param = next(vae.parameters())
+    mean, _ = vae.encode(video.to(param.device, param.dtype), **kw)
     return mean * vae.scaling_factor
 
 
@@ -119,7 +120,7 @@ def inpaint_latents(
         masked = add_reference_noise(masked, noise_aug_strength, generator)
     masked_latents = encode_mode(vae, masked, tile=tile)
     mask_latents = resize_mask(1 - mask, masked_latents.shape[2:]) * vae.scaling_factor
-    return torch.cat([mask_latents.to(masked_latents.dtype), masked_latents], dim=1)
+    return torch.cat([mask_latents.to(masked_latents), masked_latents], dim=1)
 
 
 def control_latents(
@@ -145,7 +146,7 @@ def control_latents(
     if variant == Variant.CAMERA:
         if camera is None:
             raise ValueError("this Control-Camera checkpoint needs a camera path (presets or a pose file)")
-        main = resize_mask(camera, latent_size) * 6
+        main = resize_mask(camera.float(), latent_size) * 6
     else:
         if camera is not None:
             raise ValueError("camera input needs a Control-Camera checkpoint; this one is Control")
@@ -155,7 +156,7 @@ def control_latents(
         )
     parts = [main]
     if cfg.in_channels - cfg.out_channels - main.shape[1] == c:  # the checkpoint takes ref-image latents
-        ref = torch.zeros(main.shape[0], c, *latent_size, dtype=main.dtype)
+        ref = torch.zeros(main.shape[0], c, *latent_size, dtype=main.dtype, device=main.device)
         if ref_image is not None and latent_size[0] != 1:
             ref[:, :, :1] = encode_mode(vae, ref_image[:, :, None], tile=tile)
         parts.append(ref)

@@ -101,9 +101,9 @@ def build_conditioning(models: Models, req: Request, latent_size, generator, til
         if video is None:
             raise ValueError("denoise below 1 needs an input video (video-to-video)")
         init = C.encode_mode(models.vae, video, tile=tile)
+    if video is not None and mask is None and req.denoise >= 1.0:
+        raise ValueError("an input video with denoise 1 would be ignored; lower denoise or add a mask")
     if variant == Variant.INP:
-        if mask is None and video is not None and req.denoise >= 1.0:
-            raise ValueError("an input video with denoise 1 would be ignored; lower denoise or add a mask")
         inpaint = C.inpaint_latents(
             vae,
             cfg,

@@ -8,26 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    PNDMScheduler,
-)
 
 log = logging.getLogger("EasyAnimate")
 
+# Names -> diffusers classes; diffusers is imported on first use (it takes seconds to import).
 SCHEDULERS = {
-    "Flow": FlowMatchEulerDiscreteScheduler,
-    "DDIM": DDIMScheduler,
-    "Euler": EulerDiscreteScheduler,
-    "Euler A": EulerAncestralDiscreteScheduler,
-    "DPM++": DPMSolverMultistepScheduler,
-    "PNDM": PNDMScheduler,
+    "Flow": "FlowMatchEulerDiscreteScheduler",
+    "DDIM": "DDIMScheduler",
+    "Euler": "EulerDiscreteScheduler",
+    "Euler A": "EulerAncestralDiscreteScheduler",
+    "DPM++": "DPMSolverMultistepScheduler",
+    "PNDM": "PNDMScheduler",
 }
 SCHEDULER_NAMES = list(SCHEDULERS)
+
+
+def _is_flow(scheduler) -> bool:
+    return type(scheduler).__name__ == SCHEDULERS["Flow"]
+
 
 # diffusers' own defaults for Flow, used when a checkpoint (e.g. a single transformer file) has no scheduler folder.
 DEFAULT_FLOW_CONFIG: dict[str, Any] = {
@@ -52,7 +50,9 @@ def build_scheduler(name: str, config: dict[str, Any] | None, shift: float | Non
     """
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
-    cls = SCHEDULERS[name]
+    import diffusers
+
+    cls = getattr(diffusers, SCHEDULERS[name])
     if config is None:
         if name != "Flow":
             raise ValueError(
@@ -88,7 +88,7 @@ def set_timesteps(scheduler, steps: int, denoise: float = 1.0, device: torch.dev
         raise ValueError(f"steps must be at least 1, got {steps}")
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1], got {denoise}")
-    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+    if _is_flow(scheduler):
         scheduler.set_timesteps(steps, device=device, mu=1)
     else:
         scheduler.set_timesteps(steps, device=device)
@@ -104,6 +104,6 @@ def set_timesteps(scheduler, steps: int, denoise: float = 1.0, device: torch.dev
 def noise_latents(scheduler, latents: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
     """Clean ``latents`` noised to ``timestep`` (the start of a video-to-video run)."""
     t = timestep.reshape(1).repeat(latents.shape[0])
-    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+    if _is_flow(scheduler):
         return scheduler.scale_noise(latents, t, noise)
     return scheduler.add_noise(latents, noise, t)
