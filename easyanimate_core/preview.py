@@ -51,8 +51,8 @@ def smooth_latents(n: int, channels: int, size: tuple[int, int], generator: torc
 def fit_latent_rgb(
     vae: MagvitVAE,
     *,
-    samples: int = 32,
-    size: tuple[int, int] = (8, 8),
+    samples: int = 24,
+    size: tuple[int, int] = (6, 6),
     seed: int = 0,
     ridge: float = 1e-3,
 ) -> LatentRGB:

@@ -53,6 +53,12 @@ def env(tmp_path_factory):
         yield comfy, pack
 
 
+@pytest.fixture(scope="module")
+def run(env):
+    """Execute prompts in one ComfyUI session: loaders with the same inputs run once (ComfyUI's cache)."""
+    return PromptExecutor().execute
+
+
 def t2v_prompt(ckpt=T2V, seed=7, steps=3, memory="model_offload", **sampler):
     return {
         "1": {"class_type": "EasyAnimateModelLoader", "inputs": {"checkpoint": ckpt, "precision": "fp32", "memory_mode": memory, "resident_blocks": 1}},
@@ -80,9 +86,9 @@ def latents_of(result, node="3") -> torch.Tensor:
     return result.results[node][0][0]["samples"]
 
 
-def error_of(prompt) -> NodeExecutionError:
+def error_of(run, prompt) -> NodeExecutionError:
     with pytest.raises(NodeExecutionError) as info:
-        execute_prompt(prompt)
+        run(prompt)
     return info.value
 
 
@@ -175,9 +181,9 @@ def test_validation_requires_inputs(env):
 # --- running ---------------------------------------------------------------------------------------
 
 
-def test_text_to_video_matches_the_engine_and_repeats(env):
+def test_text_to_video_matches_the_engine_and_repeats(env, run):
     comfy, _ = env
-    result = execute_prompt(t2v_prompt(seed=11))
+    result = run(t2v_prompt(seed=11))
     latents = latents_of(result)
     assert latents.shape == (1, 16, 3, 6, 8) and latents.dtype == torch.float32
     frames = result.results["4"][0][0]
@@ -187,12 +193,12 @@ def test_text_to_video_matches_the_engine_and_repeats(env):
     assert torch.allclose(latents, generate(models, request, output="latents"), atol=1e-5)
     again = execute_prompt(t2v_prompt(seed=11))  # a fresh executor: nothing cached
     assert torch.equal(latents_of(again), latents) and torch.equal(again.results["4"][0][0], frames)
-    assert not torch.allclose(latents_of(execute_prompt(t2v_prompt(seed=12))), latents)
+    assert not torch.allclose(latents_of(run(t2v_prompt(seed=12))), latents)
 
 
-def test_image_to_video_matches_the_engine(env):
+def test_image_to_video_matches_the_engine(env, run):
     comfy, _ = env
-    result = execute_prompt(i2v_prompt(seed=5))
+    result = run(i2v_prompt(seed=5))
     models, _, _ = load_checkpoint(os.path.join(comfy.models_dir, "EasyAnimate", INP), dtype=torch.float32)
     start, end = image_file(comfy, START_IMAGE), image_file(comfy, END_IMAGE)
     request = Request(prompt=PROMPT, negative_prompt=NEGATIVE, steps=3, cfg=6.0, seed=5, start_image=start,
@@ -200,7 +206,7 @@ def test_image_to_video_matches_the_engine(env):
     assert torch.allclose(latents_of(result), generate(models, request, output="latents"), atol=1e-5)
     start_only = i2v_prompt(seed=5)
     del start_only["8"]["inputs"]["end_image"]
-    assert not torch.allclose(latents_of(execute_prompt(start_only)), latents_of(result))
+    assert not torch.allclose(latents_of(run(start_only)), latents_of(result))
 
 
 def vae_encode_prompt(width=64, height=48, frames=9, color=0x3366CC):
@@ -213,11 +219,11 @@ def vae_encode_prompt(width=64, height=48, frames=9, color=0x3366CC):
     }  # fmt: skip
 
 
-def test_video_to_video_matches_the_engine(env):
+def test_video_to_video_matches_the_engine(env, run):
     comfy, _ = env
     prompt = {**t2v_prompt(INP, denoise=0.5, latent=["11", 0]), **vae_encode_prompt()}
     prompt["3"]["inputs"].update(width=672, height=384, frames=49)  # ignored: the latent gives the size
-    result = execute_prompt(prompt)
+    result = run(prompt)
     assert result.results["11"][0][0]["samples"].shape == (1, 16, 3, 6, 8)
     assert result.results["12"][0][0].shape == result.results["4"][0][0].shape == (9, 48, 64, 3)
     models, _, _ = load_checkpoint(os.path.join(comfy.models_dir, "EasyAnimate", INP), dtype=torch.float32)
@@ -227,17 +233,17 @@ def test_video_to_video_matches_the_engine(env):
     assert torch.allclose(latents_of(result), generate(models, request, output="latents"), atol=1e-5)
 
 
-def test_vae_decode_tiles(env):
-    prompt = vae_encode_prompt(width=128, height=96, frames=5)
-    plain = execute_prompt(prompt).results["12"][0][0]
+def test_vae_decode_tiles(env, run):
+    prompt = vae_encode_prompt(width=96, height=64, frames=1)
+    plain = run(prompt).results["12"][0][0]
     prompt["12"]["inputs"].update(tile=True, tile_size=64)
-    tiled = execute_prompt(prompt).results["12"][0][0]
-    assert tiled.shape == plain.shape == (5, 96, 128, 3) and not torch.equal(tiled, plain)  # 4 tiles blended
+    tiled = run(prompt).results["12"][0][0]
+    assert tiled.shape == plain.shape == (1, 64, 96, 3) and not torch.equal(tiled, plain)  # 4 tiles blended
 
 
-def test_progress_bar_and_previews(env):
+def test_progress_bar_and_previews(env, run):
     comfy, _ = env
-    result = execute_prompt(t2v_prompt(seed=3, steps=4))
+    result = run(t2v_prompt(seed=3, steps=4))
     steps = [(p["value"], p["max"]) for p in result.events("progress") if p["node"] == "3"]
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
     previews = [p for node, p in result.previews if node == "3"]
@@ -247,7 +253,7 @@ def test_progress_bar_and_previews(env):
 
 
 @pytest.mark.parametrize("memory", ["model_offload", "block_swap"])
-def test_interrupt_mid_sampling(env, memory):
+def test_interrupt_mid_sampling(env, run, memory):
     comfy, _ = env
     utils = comfy.modules["comfy.utils"]
     executor = PromptExecutor()
@@ -274,25 +280,25 @@ def test_interrupt_mid_sampling(env, memory):
     assert all(torch.equal(after[k], v) and after[k].dtype == v.dtype for k, v in before.items())
     resumed = executor.execute(t2v_prompt(seed=2, memory=memory, steps=4))  # the same model, loaded once
     assert resumed.results["1"][0][0] is model and "1" in resumed.cached
-    assert torch.equal(latents_of(resumed), latents_of(execute_prompt(t2v_prompt(seed=2, memory=memory, steps=4))))
+    assert torch.equal(latents_of(resumed), latents_of(run(t2v_prompt(seed=2, memory=memory, steps=4))))
 
 
-def test_memory_modes_give_the_same_video(env):
-    reference = latents_of(execute_prompt(t2v_prompt(seed=4, memory="none")))
-    assert torch.equal(latents_of(execute_prompt(t2v_prompt(seed=4, memory="block_swap"))), reference)
-    fp8 = latents_of(execute_prompt(t2v_prompt(seed=4, memory="fp8")))
+def test_memory_modes_give_the_same_video(env, run):
+    reference = latents_of(run(t2v_prompt(seed=4, memory="none")))
+    assert torch.equal(latents_of(run(t2v_prompt(seed=4, memory="block_swap"))), reference)
+    fp8 = latents_of(run(t2v_prompt(seed=4, memory="fp8")))
     assert fp8.shape == reference.shape and torch.isfinite(fp8).all()
 
 
-def test_single_part_loaders(env):
+def test_single_part_loaders(env, run):
     prompt = t2v_prompt(seed=9)
     prompt["1"] = {"class_type": "EasyAnimateTransformerLoader", "inputs": {"transformer": "tiny.safetensors", "precision": "fp32", "memory_mode": "none", "resident_blocks": 0}}  # fmt: skip
     prompt["20"] = {"class_type": "EasyAnimateVAELoader", "inputs": {"vae": "tiny_vae.safetensors", "precision": "fp32", "offload": True}}  # fmt: skip
     prompt["21"] = {"class_type": "EasyAnimateTextEncoderLoader", "inputs": {"text_encoder": "tiny-qwen2vl", "precision": "fp32", "offload": False}}  # fmt: skip
     prompt["2"]["inputs"]["text_encoder"] = ["21", 0]
     prompt["4"]["inputs"]["vae"] = ["20", 0]
-    result = execute_prompt(prompt)
-    assert torch.equal(latents_of(result), latents_of(execute_prompt(t2v_prompt(seed=9))))
+    result = run(prompt)
+    assert torch.equal(latents_of(result), latents_of(run(t2v_prompt(seed=9))))
     assert result.results["1"][0][0].latent_rgb is None and result.results["20"][0][0].latent_rgb is not None
     assert not [node for node, _ in result.previews if node == "3"]  # no VAE, no previews; progress still runs
     assert [p["value"] for p in result.events("progress") if p["node"] == "3"] == [1, 2, 3]
@@ -301,7 +307,7 @@ def test_single_part_loaders(env):
 def test_text_encode_cache_is_bounded_and_per_encoder(env):
     _, pack = env
     classes = pack.node_class_mappings
-    _, _, encoder = classes["EasyAnimateModelLoader"]().load(T2V, "fp32", "none", 0)
+    (encoder,) = classes["EasyAnimateTextEncoderLoader"]().load("tiny-qwen2vl", "fp32", True)
     node = classes["EasyAnimateTextEncode"]()
     first = node.encode(encoder, "a cat", "")[0]
     assert node.encode(encoder, "a cat", "")[0] is first
@@ -310,8 +316,8 @@ def test_text_encode_cache_is_bounded_and_per_encoder(env):
         node.encode(encoder, f"prompt {i}", "")
     assert node.encode(encoder, "a cat", "")[0] is not first  # evicted: at most 8 pairs are kept
     again = node.encode(encoder, "a cat", "")[0]
-    assert torch.equal(again.positive.embeds, first.positive.embeds)
-    _, _, other = classes["EasyAnimateModelLoader"]().load(T2V, "fp32", "none", 0)
+    assert torch.equal(again.positive.embeds, first.positive.embeds) and again.kind == "qwen2vl"
+    (other,) = classes["EasyAnimateTextEncoderLoader"]().load("tiny-qwen2vl", "fp32", True)
     assert node.encode(other, "a cat", "")[0] is not again  # another encoder starts a new cache
 
 
@@ -326,19 +332,19 @@ def test_loader_attaches_one_preview_map(env):
 # --- clear errors from bad input -------------------------------------------------------------------
 
 
-def test_bad_input_raises_clear_errors(env):
+def test_bad_input_raises_clear_errors(env, run):
     comfy, _ = env
-    error = error_of(t2v_prompt(width=65))
+    error = error_of(run, t2v_prompt(width=65))
     assert error.node_id == "3" and isinstance(error.__cause__, ValueError)
     assert "nearest: 64" in error.details["exception_message"]
-    assert "nearest: 9" in error_of(t2v_prompt(frames=10)).details["exception_message"]
-    error = error_of(i2v_prompt(ckpt=T2V))
+    assert "nearest: 9" in error_of(run, t2v_prompt(frames=10)).details["exception_message"]
+    error = error_of(run, i2v_prompt(ckpt=T2V))
     assert error.node_id == "8" and "InP" in error.details["exception_message"]
-    message = error_of(i2v_prompt(width=80)).details["exception_message"]
+    message = error_of(run, i2v_prompt(width=80)).details["exception_message"]
     assert "80x48" in message and "64x48" in message and "same width" in message
-    assert "VAE Encode" in error_of(t2v_prompt(denoise=0.5)).details["exception_message"]
-    assert "nearest: 9" in error_of(vae_encode_prompt(frames=8)).details["exception_message"]
-    assert "nearest: 64" in error_of(vae_encode_prompt(width=70)).details["exception_message"]
+    assert "VAE Encode" in error_of(run, t2v_prompt(denoise=0.5)).details["exception_message"]
+    assert "nearest: 9" in error_of(run, vae_encode_prompt(frames=8)).details["exception_message"]
+    assert "nearest: 64" in error_of(run, vae_encode_prompt(width=70)).details["exception_message"]
 
 
 def test_missing_checkpoint_errors_say_what_and_where(env):

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(os.path.dirname(HERE))
@@ -123,8 +124,11 @@ def main(out_dir: str = "output") -> dict[str, list[str]]:
     models, inputs = os.path.join(out_dir, ".models"), os.path.join(out_dir, ".input")
     write_tiny_models(models)
     write_inputs(inputs)
-    with install_fake_comfy(models, inputs, out_dir, os.path.join(out_dir, ".temp")):
-        load_pack(REPO_DIR, os.path.join(out_dir, ".custom_nodes"), folder_name="ComfyUI-EasyAnimate")
+    with (
+        tempfile.TemporaryDirectory() as custom_nodes,  # the pack's link lives outside out_dir: no link loops
+        install_fake_comfy(models, inputs, out_dir, os.path.join(out_dir, ".temp")),
+    ):
+        load_pack(REPO_DIR, custom_nodes, folder_name="ComfyUI-EasyAnimate")
         return run_all()
 
 
