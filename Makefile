@@ -26,6 +26,8 @@ test: lint
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m easyanimate_core demo --out output
+	@# the shipped ComfyUI workflows, run headless through the host harness on tiny checkpoints
+	HF_HUB_OFFLINE=1 $(PY) -m tests.comfy_host.run_workflows output
 
 clean:
 	rm -rf $(VENV) output .pytest_cache .ruff_cache
