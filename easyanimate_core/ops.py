@@ -37,7 +37,9 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, cast_to(self.weight, x), cast_to(self.bias, x))
         for down, up, scale in self.lora_branches:
-            y = y.add(F.linear(F.linear(x, cast_to(down, x)), cast_to(up, x)), alpha=scale)
+            h = F.linear(x, cast_to(down, x))  # [..., r]
+            # y += scale * h @ up^T as one GEMM accumulating into y (no [..., out] temporary)
+            y.view(-1, y.shape[-1]).addmm_(h.view(-1, h.shape[-1]), cast_to(up, x).t(), alpha=scale)
         return y
 
 

@@ -233,3 +233,169 @@ def image_to_video_conditioning(
             tile=tile,
         )
     return Conditioning(inpaint=inpaint.float().cpu())
+
+
+# --- video-to-video with a mask, control video, camera path (the control nodes) --------------------
+
+
+def frames_to_video(
+    images: torch.Tensor, width: int, height: int, frames: int, *, resample: bool = False, what: str = "video"
+) -> torch.Tensor:
+    """IMAGE frames [N, H, W, C] 0..1 -> video [1, 3, frames, height, width] in -1..1 (each frame scaled to
+    cover, centre-cropped). N must equal ``frames`` unless ``resample`` picks evenly spread frames."""
+    index = C.frame_indices(images.shape[0], frames, resample, what)
+    x = images[index, ..., :3].movedim(-1, 1)  # [T, H, W, 3] -> [T, 3, H, W]
+    return fit_image(x, width, height).transpose(0, 1)[None]  # [T, 3, H, W] -> [1, 3, T, H, W]
+
+
+def fit_mask(mask: torch.Tensor, width: int, height: int, frames: int, *, resample: bool = False) -> torch.Tensor:
+    """MASK [N, H, W] or [H, W] (1 = regenerate; one mask for every frame, or one per frame) -> binary mask
+    [1, 1, frames, height, width], scaled to cover and centre-cropped like the video."""
+    mask = mask[None] if mask.ndim == 2 else mask
+    if mask.shape[0] == 1:
+        index = torch.zeros(frames, dtype=torch.long)
+    else:
+        index = C.frame_indices(mask.shape[0], frames, resample, "mask")
+    m = mask[index].float()[:, None].expand(-1, 3, -1, -1)  # [T, H, W] -> [T, 3, H, W] for fit_image
+    m = fit_image(m, width, height)[:, 0]  # [T, H, W] in -1..1
+    return (m > 0).float()[None, None]  # > 0.5 in 0..1, binarised like diffusers' mask processor
+
+
+def inpaint_video_conditioning(
+    vh: VAEHandle,
+    cfg: TransformerConfig,
+    video: torch.Tensor,
+    mask: torch.Tensor | None,
+    width: int,
+    height: int,
+    frames: int,
+    *,
+    resample: bool = False,
+    noise_aug_strength: float,
+    seed: int,
+    device: torch.device,
+    offload: torch.device,
+    tile: VAETiling | None = None,
+) -> tuple[Conditioning, torch.Tensor]:
+    """Video-to-video with an optional inpaint mask -> (conditioning, the video's latents [1, C, t, h, w]).
+
+    ``video`` is IMAGE frames [N, H, W, C] 0..1; ``mask`` a MASK (1 = regenerate) or None. InP checkpoints get
+    the masked-video latents (as pipeline.generate); T2V checkpoints a keep mask on the latent grid, with the
+    video's latents blended back into the kept region after every step. The latents start the Sampler when
+    its denoise is below 1. The noise augmentation continues the sampler's ``seed`` stream, as in I2V."""
+    if cfg.variant not in (Variant.INP, Variant.T2V):
+        raise ValueError(
+            f"video inpainting needs an EasyAnimate InP or T2V checkpoint; this one is {cfg.variant.value}: "
+            "for Control checkpoints use EasyAnimate Control Video (and VAE Encode for video-to-video)"
+        )
+    shape = latent_shape_for(cfg, width, height, frames)
+    _, generator = initial_noise(shape, seed)  # continue the stream after the sampler's initial noise
+    pixels = frames_to_video(video, width, height, frames, resample=resample, what="input video")
+    keep = fit_mask(mask, width, height, frames, resample=resample) if mask is not None else None
+    with on_device(vh.vae, device, offload, vh.memory):
+        init = C.encode_mode(vh.vae, pixels.to(device), tile=tile).float().cpu()
+        inpaint = None
+        if cfg.variant == Variant.INP:
+            inpaint = C.inpaint_latents(
+                vh.vae,
+                cfg,
+                pixels.to(device),
+                None if keep is None else keep.to(device),
+                shape[2:],
+                noise_aug_strength=noise_aug_strength,
+                generator=generator,
+                tile=tile,
+            )
+    if inpaint is not None:
+        return Conditioning(inpaint=inpaint.float().cpu(), init_latents=init), init
+    keep_mask = None
+    if keep is not None:  # as pipeline.build_conditioning: the pixel mask on the latent grid
+        keep_mask = torch.nn.functional.interpolate(keep, size=shape[2:], mode="trilinear", align_corners=True)
+    return Conditioning(init_latents=init, keep_mask=keep_mask), init
+
+
+def control_video_conditioning(
+    vh: VAEHandle,
+    cfg: TransformerConfig,
+    control: torch.Tensor,
+    ref: torch.Tensor | None,
+    width: int,
+    height: int,
+    frames: int,
+    *,
+    resample: bool = False,
+    device: torch.device,
+    offload: torch.device,
+    tile: VAETiling | None = None,
+) -> Conditioning:
+    """Control video (IMAGE frames [N, H, W, C] 0..1: pose, depth, edges, trajectory heat-maps) and an optional
+    ref image [3, H, W] 0..1 -> the Control checkpoint's conditioning (conditioning.control_latents)."""
+    if cfg.variant == Variant.CAMERA:
+        raise ValueError(
+            "this is a Control-Camera checkpoint, steered by a camera path rather than a control video: use "
+            "EasyAnimate Camera Control, or load a Control checkpoint (e.g. EasyAnimateV5.1-12b-zh-Control)"
+        )
+    if cfg.variant != Variant.CONTROL:
+        raise ValueError(
+            f"a control video needs an EasyAnimate Control checkpoint (e.g. EasyAnimateV5.1-12b-zh-Control); "
+            f"this one is {cfg.variant.value}"
+        )
+    if ref is not None:
+        C.check_ref_image(cfg)
+    shape = latent_shape_for(cfg, width, height, frames)
+    video = frames_to_video(control, width, height, frames, resample=resample, what="control video")
+    ref_px = fit_image(ref, width, height)[None] if ref is not None else None  # [1, 3, H, W] -1..1
+    with on_device(vh.vae, device, offload, vh.memory):
+        latents = C.control_latents(
+            vh.vae, cfg, video.to(device), None if ref_px is None else ref_px.to(device), shape[2:], tile=tile
+        )
+    return Conditioning(control=latents.float().cpu())
+
+
+def camera_conditioning(
+    vh: VAEHandle,
+    cfg: TransformerConfig,
+    poses: list,
+    ref: torch.Tensor | None,
+    width: int,
+    height: int,
+    frames: int,
+    *,
+    resample: bool = False,
+    device: torch.device,
+    offload: torch.device,
+    tile: VAETiling | None = None,
+) -> Conditioning:
+    """Camera path (camera.CameraPose per frame) and an optional ref image [3, H, W] 0..1 -> the Control-Camera
+    checkpoint's conditioning: the Plücker embedding at the generation size, through conditioning.control_latents."""
+    from . import camera
+
+    if cfg.variant != Variant.CAMERA:
+        hint = ": for a Control checkpoint use EasyAnimate Control Video" if cfg.variant == Variant.CONTROL else ""
+        raise ValueError(
+            "camera input needs an EasyAnimate Control-Camera checkpoint (e.g. EasyAnimateV5.1-12b-zh-Control-Camera); "
+            f"this one is {cfg.variant.value}{hint}"
+        )
+    if ref is not None:
+        C.check_ref_image(cfg)
+    shape = latent_shape_for(cfg, width, height, frames)
+    if len(poses) != frames:
+        if not resample:
+            raise ValueError(
+                f"the camera path has {len(poses)} poses but {frames} frames are generated: give the camera nodes "
+                f"frames={frames}, or turn resample on to spread the path over the video"
+            )
+        poses = camera.resample_poses(list(poses), frames)
+    plucker = camera.plucker_embedding(list(poses), width, height)[None]  # [1, 6, T, H, W]
+    ref_px = fit_image(ref, width, height)[None] if ref is not None else None
+    with on_device(vh.vae, device, offload, vh.memory):
+        latents = C.control_latents(
+            vh.vae,
+            cfg,
+            None,
+            None if ref_px is None else ref_px.to(device),
+            shape[2:],
+            camera=plucker.to(device),
+            tile=tile,
+        )
+    return Conditioning(control=latents.float().cpu())
