@@ -4,11 +4,11 @@ ComfyUI imports this folder as a package under a name of its own choosing, so ev
 pack is imported relatively. Importing installs nothing, downloads nothing and needs no GPU.
 """
 
-from .nodes import conditioning, host, loaders, lora, sampling, text, vae
+from .nodes import camera, conditioning, control, host, loaders, lora, sampling, speed, text, trajectory, vae
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
-for _module in (loaders, lora, text, conditioning, sampling, vae):
+for _module in (loaders, lora, text, conditioning, control, trajectory, camera, sampling, speed, vae):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
 

@@ -43,6 +43,8 @@ class TransformerHandle:
     memory: MemoryPolicy = MemoryPolicy()
     scheduler_config: dict | None = None
     attention: str = "sdpa"
+    compile: str | None = None  # a torch.compile backend for the transformer blocks, or None
+    compiled: dict = dataclasses.field(default_factory=dict, repr=False)  # block index -> compiled block
     loras: tuple = ()
     name: str = ""
     latent_rgb: object | None = None  # preview.LatentRGB of the checkpoint's VAE, for sampling previews

@@ -66,8 +66,13 @@ def run_sampler(
     offload: torch.device,
     progress: Callable[[int, int, torch.Tensor], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    teacache: float = 0.0,
+    stats: dict | None = None,
 ) -> torch.Tensor:
-    """Sample scaled latents of ``latent_shape`` [B, C, t, h, w] (float32, on the CPU)."""
+    """Sample scaled latents of ``latent_shape`` [B, C, t, h, w] (float32, on the CPU).
+
+    ``teacache > 0`` enables TeaCache with that threshold; ``stats`` receives the skipped-call count.
+    """
     check_embeds(handle, embeds)
     noise, generator = initial_noise(latent_shape, seed)
     sched = build_scheduler(scheduler, handle.scheduler_config, shift)
@@ -93,9 +98,33 @@ def run_sampler(
             dtype=handle.dtype,
             progress=progress,
             should_stop=should_stop,
-            run_blocks=run_blocks,
+            run_blocks=compiled_blocks(handle, run_blocks),
+            teacache=teacache,
+            stats=stats,
         )
     return latents.cpu()
+
+
+def compiled_blocks(handle: TransformerHandle, run_blocks):
+    """The block runner with ``torch.compile`` applied per block when the handle asks for it.
+
+    Compiled blocks are kept on the handle (one per block index), so later runs reuse them.
+    """
+    if handle.compile is None:
+        return run_blocks
+    if run_blocks is not None:
+        raise ValueError(
+            "torch.compile cannot be combined with block swap; choose another memory mode or turn compile off"
+        )
+    cache = handle.compiled
+
+    def run(i, block, x, txt, temb, rope):
+        fn = cache.get(i)
+        if fn is None:
+            fn = cache[i] = torch.compile(block, backend=handle.compile, dynamic=False)
+        return fn(x, txt, temb, rope)
+
+    return run
 
 
 def vae_decode(

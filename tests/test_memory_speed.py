@@ -115,3 +115,41 @@ def test_attention_backends():
         if name not in available_backends():
             with pytest.raises(ValueError, match="not installed"):
                 check_backend(name)
+
+
+def run_handle(handle, **kw):
+    from easyanimate_core.handles import PromptEmbeds
+    from easyanimate_core.runner import run_sampler
+
+    embeds = PromptEmbeds(text(1), text(2), "qwen2vl")
+    return run_sampler(
+        handle, embeds, (1, 16, 2, 4, 4), steps=2, cfg=4.0, seed=5, scheduler="Flow", device=CPU, offload=CPU, **kw
+    )
+
+
+def test_compiled_blocks_equal_eager_and_are_reused(model):
+    from easyanimate_core.handles import TransformerHandle
+
+    plain = TransformerHandle(model, torch.float32)
+    compiled = plain.replace(compile="eager", compiled={})  # dynamo traces the blocks; "eager" skips codegen
+    assert torch.allclose(run_handle(compiled), run_handle(plain), atol=1e-6)
+    assert sorted(compiled.compiled) == [0, 1, 2, 3] and plain.compiled == {}
+    first = dict(compiled.compiled)
+    run_handle(compiled)
+    assert all(compiled.compiled[i] is first[i] for i in first)  # reused, not recompiled from scratch
+
+
+def test_compile_with_block_swap_is_a_clear_error(model):
+    from easyanimate_core.handles import TransformerHandle
+
+    handle = TransformerHandle(model, torch.float32, MemoryPolicy("block_swap", 1), compile="inductor")
+    with pytest.raises(ValueError, match="block swap"):
+        run_handle(handle)
+
+
+def test_runner_teacache_reports_skips(model):
+    from easyanimate_core.handles import TransformerHandle
+
+    stats = {}
+    run_handle(TransformerHandle(model, torch.float32), teacache=0.0, stats=stats)
+    assert stats == {"teacache_skipped": 0, "transformer_calls": 2}

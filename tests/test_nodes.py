@@ -18,6 +18,7 @@ from comfy_host import (
 from comfy_host.run_workflows import END_IMAGE, START_IMAGE, write_inputs, write_tiny_models
 from PIL import Image
 
+from easyanimate_core.attention import available_backends
 from easyanimate_core.checkpoint import load_checkpoint
 from easyanimate_core.pipeline import Request, generate
 from easyanimate_core.preview import LatentRGB, fit_latent_rgb, smooth_latents
@@ -378,3 +379,23 @@ def test_fitted_preview_map_reproduces_the_vae_colours(env):
         shuffled = LatentRGB(tuple(map(tuple, factors[torch.randperm(16, generator=generator)].tolist())),
                              latent_rgb.latent_rgb_factors_bias)  # fmt: skip
         assert error < (shuffled.to_rgb(z)[:, :, 0] - rgb).pow(2).mean()
+
+
+def test_speed_options_and_teacache(env, run):
+    reference = run(t2v_prompt(seed=5, steps=4))
+    assert reference.outputs["3"]["text"] == ["4 transformer calls, 0 skipped by TeaCache"]
+    cached = run(t2v_prompt(seed=5, steps=4, teacache=0.9))
+    assert cached.outputs["3"]["text"] == ["2 transformer calls, 2 skipped by TeaCache"]
+    assert not torch.equal(latents_of(cached), latents_of(reference))
+    prompt = t2v_prompt(seed=5, steps=4)
+    prompt["9"] = {"class_type": "EasyAnimateSpeedOptions", "inputs": {"model": ["1", 0], "attention": "sdpa", "compile": "aot_eager"}}  # fmt: skip
+    prompt["3"]["inputs"]["model"] = ["9", 0]
+    result = run(prompt)
+    assert torch.allclose(latents_of(result), latents_of(reference), atol=1e-5)
+    assert sorted(result.results["9"][0][0].compiled) == [0, 1]  # both tiny blocks compiled, on the new handle only
+    assert result.results["1"][0][0].compiled == {}
+    missing = [b for b in ("flash", "sage") if b not in available_backends()]
+    if missing:
+        prompt["9"]["inputs"].update(attention=missing[0], compile="off")
+        with pytest.raises(NodeExecutionError, match="not installed"):
+            run(prompt)

@@ -1,0 +1,59 @@
+"""EasyAnimate Speed Options: attention backend and torch.compile for a model handle."""
+
+from __future__ import annotations
+
+from ..easyanimate_core.attention import BACKENDS, check_backend
+from .types import CATEGORY, MODEL
+
+COMPILE_CHOICES = ["off", "inductor", "cudagraphs", "aot_eager"]
+
+
+class EasyAnimateSpeedOptions:
+    DESCRIPTION = (
+        "Chooses how the transformer computes: the attention backend (sdpa is built into PyTorch; flash-attn and "
+        "SageAttention must be installed separately) and torch.compile of the transformer blocks (the first run "
+        "compiles for minutes, later runs of the same size are faster). Returns a new model handle; the loaded "
+        "model is not changed."
+    )
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "apply"
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The same model with these speed options.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The EasyAnimate transformer to run with these options."}),
+                "attention": (
+                    list(BACKENDS),
+                    {
+                        "default": "sdpa",
+                        "tooltip": "sdpa: PyTorch's scaled_dot_product_attention (always available). flash: "
+                        "flash-attn 2 (pip install flash-attn). sage: SageAttention (pip install sageattention), "
+                        "quantised attention, fastest on RTX 30/40 and H100 at a small quality cost.",
+                    },
+                ),
+                "compile": (
+                    COMPILE_CHOICES,
+                    {
+                        "default": "off",
+                        "tooltip": "torch.compile the transformer blocks with this backend (inductor is the usual "
+                        "choice; needs a working compiler toolchain). Not combinable with block swap.",
+                    },
+                ),
+            }
+        }
+
+    def apply(self, model, attention: str, compile: str):
+        check_backend(attention)
+        if compile != "off" and model.memory.mode == "block_swap":
+            raise ValueError(
+                "torch.compile cannot be combined with block swap; choose another memory mode or compile off"
+            )
+        return (model.replace(attention=attention, compile=None if compile == "off" else compile, compiled={}),)
+
+
+NODE_CLASS_MAPPINGS = {"EasyAnimateSpeedOptions": EasyAnimateSpeedOptions}
+NODE_DISPLAY_NAME_MAPPINGS = {"EasyAnimateSpeedOptions": "EasyAnimate Speed Options"}
