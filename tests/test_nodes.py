@@ -132,7 +132,7 @@ def test_object_info_is_complete(env):
     assert {k: sampler["required"][k][1]["default"] for k in ("width", "height", "frames", "steps", "cfg")} == {
         "width": 672, "height": 384, "frames": 49, "steps": 50, "cfg": 6.0,
     }  # fmt: skip
-    assert set(sampler["optional"]) == {"latent", "denoise", "conditioning"}
+    assert set(sampler["optional"]) == {"latent", "denoise", "teacache", "conditioning"}
     assert ours["EasyAnimateTextEncode"]["input"]["required"]["negative_prompt"][1]["default"] == OFFICIAL_NEGATIVE
     assert ours["EasyAnimateImageToVideo"]["input"]["required"]["noise_aug_strength"][1]["default"] == 0.0563
     assert ours["EasyAnimateTransformerLoader"]["input"]["required"]["transformer"][0] == ["tiny.safetensors"]
