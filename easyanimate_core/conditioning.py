@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .configs import TransformerConfig, Variant
+from .configs import CAMERA_CHANNELS, TransformerConfig, Variant
 from .vae import MagvitVAE
 
 SIZE_MULTIPLE = 16  # 8x VAE downsampling times the transformer's 2x2 patches
@@ -33,6 +33,19 @@ def check_size(width: int, height: int, frames: int) -> None:
             )
     if frames < 1 or (frames - 1) % 4:
         raise ValueError(f"frames must be 4k+1 (1, 5, 9, ..., 49); nearest: {nearest_frames(frames)}")
+
+
+def frame_indices(count: int, frames: int, resample: bool, what: str) -> torch.Tensor:
+    """Which of ``count`` input frames make a ``frames``-frame video: all of them when the counts match, else
+    (with ``resample``) evenly spread nearest frames, first and last kept; without it a ValueError."""
+    if count < 1:
+        raise ValueError(f"the {what} has no frames")
+    if count != frames and not resample:
+        raise ValueError(
+            f"the {what} has {count} frames but {frames} are generated: set frames to {count} if that is 4k+1, "
+            "pick frames with Image From Batch, or turn resample on to spread its frames over the video"
+        )
+    return torch.linspace(0, count - 1, frames).round().long()
 
 
 def latent_shape(vae: MagvitVAE, width: int, height: int, frames: int, batch: int = 1) -> tuple[int, ...]:
@@ -123,6 +136,21 @@ def inpaint_latents(
     return torch.cat([mask_latents.to(masked_latents), masked_latents], dim=1)
 
 
+def takes_ref_image(cfg: TransformerConfig) -> bool:
+    """Whether a Control / Control-Camera checkpoint has input channels for ref-image latents (V5.1 does)."""
+    main = CAMERA_CHANNELS if cfg.variant == Variant.CAMERA else cfg.out_channels
+    return cfg.in_channels - cfg.out_channels - main == cfg.out_channels
+
+
+def check_ref_image(cfg: TransformerConfig) -> None:
+    """Raise the error :func:`control_latents` gives for a ref image the checkpoint cannot take, before any work."""
+    if not takes_ref_image(cfg):
+        raise ValueError(
+            f"this {cfg.variant.value} checkpoint ({cfg.version}) takes no reference image: disconnect ref_image, "
+            "or use a V5.1 Control checkpoint (e.g. EasyAnimateV5.1-12b-zh-Control)"
+        )
+
+
 def control_latents(
     vae: MagvitVAE,
     cfg: TransformerConfig,
@@ -161,5 +189,5 @@ def control_latents(
             ref[:, :, :1] = encode_mode(vae, ref_image[:, :, None], tile=tile)
         parts.append(ref)
     elif ref_image is not None:
-        raise ValueError("this Control checkpoint (V5) takes no reference image")
+        check_ref_image(cfg)
     return torch.cat(parts, dim=1)

@@ -1,15 +1,38 @@
-"""EasyAnimate Image to Video: start and/or end frames -> conditioning for an InP checkpoint."""
+"""EasyAnimate Image to Video (start/end frames, InP checkpoints) and Inpaint Video (video-to-video with a mask)."""
 
 from __future__ import annotations
 
-from ..easyanimate_core.runner import image_to_video_conditioning
+from ..easyanimate_core.runner import image_to_video_conditioning, inpaint_video_conditioning
 from . import host
-from .types import CATEGORY, COND, MAX_SEED, MODEL, VAE, VideoConditioning, size_inputs
+from .types import CATEGORY, COND, MAX_SEED, MODEL, VAE, VideoConditioning, first_frame, resample_input, size_inputs
 
 
-def _first_frame(image):
-    """IMAGE [B, H, W, C] 0..1 -> its first frame [3, H, W], or None."""
-    return None if image is None else image[0, ..., :3].movedim(-1, 0)
+def augmentation_inputs() -> dict:
+    """noise_aug_strength and seed of the InP noise augmentation of kept frames."""
+    return {
+        "noise_aug_strength": (
+            "FLOAT",
+            {
+                "default": 0.0563,
+                "min": 0.0,
+                "max": 1.0,
+                "step": 0.0001,
+                "tooltip": "Noise added to the kept frames before encoding, as the InP models were "
+                "trained (0.0563 is the official default); (InP only) more lets the video drift from what is kept.",
+            },
+        ),
+        "seed": (
+            "INT",
+            {
+                "default": 43,
+                "min": 0,
+                "max": MAX_SEED,
+                "control_after_generate": True,
+                "tooltip": "Seed of the augmentation noise. With the sampler's seed, the run equals the "
+                "official pipeline's.",
+            },
+        ),
+    }
 
 
 class EasyAnimateImageToVideo:
@@ -31,28 +54,7 @@ class EasyAnimateImageToVideo:
                 "model": (MODEL, {"tooltip": "The EasyAnimate InP transformer the conditioning is for."}),
                 "vae": (VAE, {"tooltip": "The EasyAnimate VAE that encodes the images."}),
                 **size_inputs("video"),
-                "noise_aug_strength": (
-                    "FLOAT",
-                    {
-                        "default": 0.0563,
-                        "min": 0.0,
-                        "max": 1.0,
-                        "step": 0.0001,
-                        "tooltip": "Noise added to the kept frames before encoding, as the InP models were "
-                        "trained (0.0563 is the official default); more lets the video drift from the images.",
-                    },
-                ),
-                "seed": (
-                    "INT",
-                    {
-                        "default": 43,
-                        "min": 0,
-                        "max": MAX_SEED,
-                        "control_after_generate": True,
-                        "tooltip": "Seed of the augmentation noise. With the sampler's seed, the run equals the "
-                        "official pipeline's.",
-                    },
-                ),
+                **augmentation_inputs(),
             },
             "optional": {
                 "start_image": ("IMAGE", {"tooltip": "The first frame of the video (of a batch, the first image)."}),
@@ -77,8 +79,8 @@ class EasyAnimateImageToVideo:
         cond = image_to_video_conditioning(
             vae,
             model.config,
-            _first_frame(start_image),
-            _first_frame(end_image),
+            first_frame(start_image),
+            first_frame(end_image),
             width,
             height,
             frames,
@@ -90,5 +92,71 @@ class EasyAnimateImageToVideo:
         return (VideoConditioning(cond, width, height, frames),)
 
 
-NODE_CLASS_MAPPINGS = {"EasyAnimateImageToVideo": EasyAnimateImageToVideo}
-NODE_DISPLAY_NAME_MAPPINGS = {"EasyAnimateImageToVideo": "EasyAnimate Image to Video"}
+class EasyAnimateInpaintVideo:
+    DESCRIPTION = (
+        "Video to video, optionally only inside a mask: regenerates the masked region (white = 1 = regenerate) "
+        "and keeps the rest. InP checkpoints see the masked video; T2V checkpoints blend the input's latents back "
+        "outside the mask after every step. Connect conditioning and latent to EasyAnimate Sampler; with a mask "
+        "denoise 1 redraws the region freely, below 1 it starts from the input video. The frames are scaled to "
+        "cover the video size and centre-cropped."
+    )
+    CATEGORY = f"{CATEGORY}/conditioning"
+    FUNCTION = "encode"
+    RETURN_TYPES = (COND, "LATENT")
+    RETURN_NAMES = ("conditioning", "latent")
+    OUTPUT_TOOLTIPS = (
+        "Inpaint conditioning for EasyAnimate Sampler (same width, height and frames).",
+        "The input video's latents: connect to the Sampler's latent input to start from the video (denoise < 1).",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The EasyAnimate transformer: an InP or a T2V checkpoint."}),
+                "vae": (VAE, {"tooltip": "The EasyAnimate VAE that encodes the video."}),
+                "video": (
+                    "IMAGE",
+                    {"tooltip": "The input video's frames (e.g. from Load Video > Get Video Components)."},
+                ),
+                **size_inputs("video"),
+                "resample": resample_input("input video (and a per-frame mask)"),
+                **augmentation_inputs(),
+            },
+            "optional": {
+                "mask": (
+                    "MASK",
+                    {
+                        "tooltip": "Where to regenerate (1) and keep (0): one mask for every frame, or one per "
+                        "frame. Without a mask the whole video is redrawn by the Sampler's denoise."
+                    },
+                ),
+            },
+        }
+
+    def encode(self, model, vae, video, width, height, frames, resample, noise_aug_strength, seed, mask=None):
+        cond, latents = inpaint_video_conditioning(
+            vae,
+            model.config,
+            video,
+            mask,
+            width,
+            height,
+            frames,
+            resample=resample,
+            noise_aug_strength=noise_aug_strength,
+            seed=seed,
+            device=host.torch_device(),
+            offload=host.offload_device(),
+        )
+        return (VideoConditioning(cond, width, height, frames), {"samples": latents})
+
+
+NODE_CLASS_MAPPINGS = {
+    "EasyAnimateImageToVideo": EasyAnimateImageToVideo,
+    "EasyAnimateInpaintVideo": EasyAnimateInpaintVideo,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "EasyAnimateImageToVideo": "EasyAnimate Image to Video",
+    "EasyAnimateInpaintVideo": "EasyAnimate Inpaint Video",
+}

@@ -16,6 +16,7 @@ VAE = "EASYANIMATE_VAE"  # handles.VAEHandle
 TEXT_ENCODER = "EASYANIMATE_TEXT_ENCODER"  # handles.TextEncoderHandle
 EMBEDS = "EASYANIMATE_EMBEDS"  # handles.PromptEmbeds
 COND = "EASYANIMATE_COND"  # VideoConditioning
+CAMERA = "EASYANIMATE_CAMERA"  # CameraPath
 
 CATEGORY = "EasyAnimate"
 PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
@@ -34,6 +35,33 @@ class VideoConditioning:
 
     def describe(self) -> str:
         return f"{self.width}x{self.height}, {self.frames} frames"
+
+
+@dataclass(frozen=True)
+class CameraPath:
+    """A camera path: one easyanimate_core.camera.CameraPose per frame (never modified once made)."""
+
+    poses: tuple
+
+    @property
+    def frames(self) -> int:
+        return len(self.poses)
+
+
+def resample_input(what: str) -> tuple:
+    return (
+        "BOOLEAN",
+        {
+            "default": False,
+            "tooltip": f"When the {what} has another frame count than frames: off stops with an error saying both "
+            f"counts; on spreads the {what} evenly over the frames.",
+        },
+    )
+
+
+def first_frame(image):
+    """IMAGE [B, H, W, C] 0..1 -> its first frame [3, H, W], or None."""
+    return None if image is None else image[0, ..., :3].movedim(-1, 0)
 
 
 def precision_input() -> tuple:

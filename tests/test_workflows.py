@@ -4,9 +4,10 @@ to end on tiny checkpoints by the demo runner (tests/comfy_host/run_workflows.py
 import os
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
 from comfy_host import install_fake_comfy, load_pack, object_info, ui_to_prompt, validate_prompt
-from comfy_host.run_workflows import REPO_DIR, TINY_CHECKPOINTS, load_workflow, main, workflow_paths
+from comfy_host.run_workflows import DEMO_CHECKPOINTS, REPO_DIR, load_workflow, main, workflow_paths
 from comfy_host.workflow import _widget_slots
 from PIL import Image
 
@@ -14,8 +15,12 @@ WORKFLOWS = {os.path.basename(p): p for p in workflow_paths()}
 NODE_KEYS = {"id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties", "widgets_values"}
 
 
-def test_the_three_workflows_ship():
-    assert set(WORKFLOWS) == {"easyanimate_t2v.json", "easyanimate_i2v_start_end.json", "easyanimate_v2v.json"}
+def test_the_workflows_ship():
+    assert set(WORKFLOWS) == {
+        "easyanimate_t2v.json", "easyanimate_i2v_start_end.json", "easyanimate_v2v.json",
+        "easyanimate_control_canny.json", "easyanimate_trajectory.json", "easyanimate_camera_presets.json",
+        "easyanimate_camera_pose_file.json", "easyanimate_t2v_lora.json",
+    }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +71,7 @@ def test_workflow_validates_as_shipped(info, name):
     valid, error, outputs, node_errors = validate_prompt(prompt)
     assert valid is True and error is None and node_errors == {} and len(outputs) == 1
     by_type = {entry["class_type"]: entry["inputs"] for entry in prompt.values()}
-    assert by_type["EasyAnimateModelLoader"]["checkpoint"] in TINY_CHECKPOINTS
+    assert by_type["EasyAnimateModelLoader"]["checkpoint"] in DEMO_CHECKPOINTS
     sampler = by_type["EasyAnimateSampler"]
     assert {k: sampler[k] for k in ("width", "height", "frames", "steps", "cfg", "scheduler")} == {
         "width": 672, "height": 384, "frames": 49, "steps": 50, "cfg": 6.0, "scheduler": "Flow",
@@ -88,3 +93,14 @@ def test_workflow_runs_end_to_end(demo, name):
             assert reader.get_meta_data()["fps"] == 8 and sum(1 for _ in reader) == 9  # the input's frame rate
         finally:
             reader.close()
+
+
+def test_lora_workflow_changes_the_video(demo):
+    """The LoRA workflow is the text-to-video one plus a LoRA: same seed and prompt, another video."""
+    saved, _ = demo
+    with (
+        Image.open(saved["easyanimate_t2v.json"][0]) as plain,
+        Image.open(saved["easyanimate_t2v_lora.json"][0]) as lora,
+    ):
+        a, b = np.asarray(plain.convert("RGB"), dtype=int), np.asarray(lora.convert("RGB"), dtype=int)
+    assert a.shape == b.shape and np.abs(a - b).mean() > 1

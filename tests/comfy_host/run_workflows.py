@@ -20,12 +20,24 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(os.path.dirname(HERE))
 WORKFLOWS_DIR = os.path.join(REPO_DIR, "workflows")
 TINY_CHECKPOINTS = {"EasyAnimateV5.1-tiny-T2V": "T2V", "EasyAnimateV5.1-tiny-InP": "InP"}
+CONTROL_CHECKPOINTS = {
+    "EasyAnimateV5.1-tiny-Control": "Control",
+    "EasyAnimateV5.1-tiny-Control-Camera": "Control-Camera",
+}
+DEMO_CHECKPOINTS = {**TINY_CHECKPOINTS, **CONTROL_CHECKPOINTS}  # what the shipped workflows name
 START_IMAGE, END_IMAGE, INPUT_VIDEO = "easyanimate_start.png", "easyanimate_end.png", "easyanimate_input.mp4"
+POSE_FILE = "easyanimate_camera_pan_left_zoom_in.txt"  # a CameraCtrl pose file made from two presets
 
 # Per node type: widget values replaced to keep a CPU run short (the shipped values are for real models).
 DEMO_OVERRIDES = {
     "EasyAnimateSampler": {"width": 64, "height": 48, "frames": 9, "steps": 4},
     "EasyAnimateImageToVideo": {"width": 64, "height": 48, "frames": 9},
+    "EasyAnimateInpaintVideo": {"width": 64, "height": 48, "frames": 9},
+    "EasyAnimateControlVideo": {"width": 64, "height": 48, "frames": 9},
+    "EasyAnimateCameraControl": {"width": 64, "height": 48, "frames": 9},
+    "EasyAnimateTrajectory": {"width": 64, "height": 48, "frames": 9, "resample": True},
+    "EasyAnimateCameraPreset": {"frames": 9},
+    "EasyAnimateLoadCameraPose": {"frames": 9, "resample": True},
     "ImageFromBatch": {"length": 9},
     "ImageScale": {"width": 64, "height": 48},
 }
@@ -42,20 +54,31 @@ def load_workflow(path: str) -> dict:
         return json.load(f)
 
 
-def write_tiny_models(models_dir: str) -> None:
-    """The tiny checkpoints the shipped workflows name, under models/EasyAnimate/ (skipped when present)."""
+TINY_LORA = "easyanimate_tiny_style_lora.safetensors"  # the LoRA workflow's default
+
+
+def write_tiny_models(models_dir: str, checkpoints: dict[str, str] | None = None) -> None:
+    """Tiny checkpoints under models/EasyAnimate/ (skipped when present): ``checkpoints`` {name: variant},
+    by default the T2V and InP ones (DEMO_CHECKPOINTS has every one the shipped workflows name)."""
     if REPO_DIR not in sys.path:
         sys.path.insert(0, REPO_DIR)
     from easyanimate_core.testing import write_tiny_checkpoint
 
-    for name, variant in TINY_CHECKPOINTS.items():
+    for name, variant in (TINY_CHECKPOINTS if checkpoints is None else checkpoints).items():
         folder = os.path.join(models_dir, "EasyAnimate", name)
         if not os.path.isdir(folder):
             write_tiny_checkpoint(folder, version="V5.1", variant=variant)
+    lora = os.path.join(models_dir, "loras", TINY_LORA)
+    if not os.path.isfile(lora):
+        from easyanimate_core.testing.lora import write_tiny_lora
+        from easyanimate_core.testing.transformer import tiny_transformer_config
+
+        write_tiny_lora(lora, tiny_transformer_config(text_dim=32))
 
 
 def write_inputs(input_dir: str, width: int = 96, height: int = 64, frames: int = 17) -> None:
-    """Example inputs the workflows load: a start and an end image, and a short video of a moving disc."""
+    """Example inputs the workflows load: a start and an end image, a short video of a moving disc, and a
+    camera pose file (Pan Left combined with Zoom In, 49 frames)."""
     import imageio.v2 as imageio
     import numpy as np
     from PIL import Image, ImageDraw
@@ -77,6 +100,18 @@ def write_inputs(input_dir: str, width: int = 96, height: int = 64, frames: int 
     ) as writer:
         for i in range(frames):
             writer.append_data(picture(i / (frames - 1)))
+    write_pose_file(os.path.join(input_dir, POSE_FILE))
+
+
+def write_pose_file(path: str, frames: int = 49) -> None:
+    """A CameraCtrl / RealEstate10K pose file of Pan Left + Zoom In, as EasyAnimate's asset/*.txt files look."""
+    if REPO_DIR not in sys.path:
+        sys.path.insert(0, REPO_DIR)
+    from easyanimate_core import camera
+
+    poses = camera.combine(camera.preset("Pan Left", 1.0, frames), camera.preset("Zoom In", 1.0, frames))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(camera.format_pose_file(poses, header="https://www.youtube.com/watch?v=example"))
 
 
 def demo_prompt(workflow: dict, info: dict, overrides: dict | None = None) -> dict:
@@ -122,7 +157,7 @@ def main(out_dir: str = "output") -> dict[str, list[str]]:
 
     out_dir = os.path.abspath(out_dir)
     models, inputs = os.path.join(out_dir, ".models"), os.path.join(out_dir, ".input")
-    write_tiny_models(models)
+    write_tiny_models(models, DEMO_CHECKPOINTS)
     write_inputs(inputs)
     with (
         tempfile.TemporaryDirectory() as custom_nodes,  # the pack's link lives outside out_dir: no link loops

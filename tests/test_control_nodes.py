@@ -1,0 +1,495 @@
+"""The V5.1 conditioning-mode nodes (inpaint video, control video, Canny, trajectory, camera) in the fake ComfyUI
+host, on tiny checkpoints: conditioning tensors against hand computations and the engine, clear errors."""
+
+import base64
+import io
+import os
+
+import kornia
+import numpy as np
+import pytest
+import torch
+from comfy_host import NodeExecutionError, PromptExecutor, execute_prompt, install_fake_comfy, load_pack, object_info
+from comfy_host.run_workflows import (
+    CONTROL_CHECKPOINTS,
+    INPUT_VIDEO,
+    POSE_FILE,
+    START_IMAGE,
+    TINY_CHECKPOINTS,
+    write_inputs,
+    write_tiny_models,
+)
+from PIL import Image
+
+from easyanimate_core import camera, trajectory
+from easyanimate_core.checkpoint import load_checkpoint
+from easyanimate_core.conditioning import encode_mode
+from easyanimate_core.pipeline import Request, fit_image, generate
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+T2V, INP = "EasyAnimateV5.1-tiny-T2V", "EasyAnimateV5.1-tiny-InP"
+CONTROL, CAMERA = "EasyAnimateV5.1-tiny-Control", "EasyAnimateV5.1-tiny-Control-Camera"
+V5_CONTROL = "EasyAnimateV5-tiny-Control"
+PROMPT, NEGATIVE = "a yellow disc drifts over a blue sea", "blurry, static"
+SIZE = {"width": 64, "height": 48, "frames": 9}
+NEW_NODES = {
+    "EasyAnimateInpaintVideo", "EasyAnimateControlVideo", "EasyAnimateCanny", "EasyAnimateTrajectory",
+    "EasyAnimateCameraPreset", "EasyAnimateCameraCombine", "EasyAnimateCameraChain", "EasyAnimateLoadCameraPose",
+    "EasyAnimateCameraControl",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("comfy")
+    models, inputs = str(root / "models"), str(root / "input")
+    write_tiny_models(models, {**TINY_CHECKPOINTS, **CONTROL_CHECKPOINTS})
+    from easyanimate_core.testing import write_tiny_checkpoint
+
+    write_tiny_checkpoint(os.path.join(models, "EasyAnimate", V5_CONTROL), version="V5", variant="Control")
+    write_inputs(inputs)
+    with install_fake_comfy(models, inputs, str(root / "output")) as comfy:
+        pack = load_pack(REPO_DIR, str(root / "custom_nodes"), folder_name="easyanimate-control")
+        yield comfy, pack
+
+
+@pytest.fixture(scope="module")
+def run(env):
+    return PromptExecutor().execute
+
+
+@pytest.fixture(scope="module")
+def engine(env):
+    """Models loaded by the engine itself, per checkpoint, for the reference computations."""
+    comfy, _ = env
+    loaded = {}
+
+    def get(name):
+        if name not in loaded:
+            path = os.path.join(comfy.models_dir, "EasyAnimate", name)
+            loaded[name] = load_checkpoint(path, dtype=torch.float32)[0]
+        return loaded[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def node(env):
+    """Node instances by type, and loaded (model, vae) handles by checkpoint, for direct calls."""
+    _, pack = env
+    loaded = {}
+
+    def get(name, ckpt=None):
+        instance = pack.node_class_mappings[name]()
+        if ckpt is None:
+            return instance
+        if ckpt not in loaded:
+            loader = pack.node_class_mappings["EasyAnimateModelLoader"]()
+            loaded[ckpt] = loader.load(ckpt, "fp32", "model_offload", 1)[:2]
+        return instance, *loaded[ckpt]
+
+    return get
+
+
+def colour_frames(count=9, width=80, height=56):
+    """EmptyImage's frames in control_prompt: [count, height, width, 3]."""
+    return EMPTY_COLOUR.view(1, 1, 1, 3).expand(count, height, width, 3).clone()
+
+
+# --- prompts ---------------------------------------------------------------------------------------
+
+
+def base_prompt(ckpt, seed=7, steps=3, **sampler):
+    return {
+        "1": {"class_type": "EasyAnimateModelLoader", "inputs": {"checkpoint": ckpt, "precision": "fp32", "memory_mode": "model_offload", "resident_blocks": 1}},
+        "2": {"class_type": "EasyAnimateTextEncode", "inputs": {"text_encoder": ["1", 2], "prompt": PROMPT, "negative_prompt": NEGATIVE}},
+        "3": {"class_type": "EasyAnimateSampler", "inputs": {"model": ["1", 0], "embeds": ["2", 0], **SIZE, "steps": steps, "cfg": 6.0, "seed": seed, "scheduler": "Flow", "shift": 0.0, **sampler}},
+        "4": {"class_type": "EasyAnimateVAEDecode", "inputs": {"vae": ["1", 1], "samples": ["3", 0], "tile": False, "tile_size": 512}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+        "6": {"class_type": "LoadImage", "inputs": {"image": START_IMAGE}},
+        "7": {"class_type": "EmptyImage", "inputs": {"width": 80, "height": 56, "batch_size": 9, "color": 0x3366CC}},
+    }  # fmt: skip
+
+
+def canny_node(images=("7", 0), low=0.1, high=0.2, **extra):
+    return {"class_type": "EasyAnimateCanny", "inputs": {"images": list(images), "low_threshold": low, "high_threshold": high, **extra}}  # fmt: skip
+
+
+def control_prompt(ckpt=CONTROL, ref=True, seed=7, resample=False, control=("7", 0), **size):
+    prompt = base_prompt(ckpt, seed)
+    prompt["8"] = {
+        "class_type": "EasyAnimateControlVideo",
+        "inputs": {"model": ["1", 0], "vae": ["1", 1], "control_video": list(control), **{**SIZE, **size}, "resample": resample},
+    }  # fmt: skip
+    if ref:
+        prompt["8"]["inputs"]["ref_image"] = ["6", 0]
+    prompt["3"]["inputs"]["conditioning"] = ["8", 0]
+    return prompt
+
+
+def camera_prompt(ckpt=CAMERA, ref=True, seed=7, frames=9, resample=False, motions=("Pan Left", "Zoom In")):
+    prompt = base_prompt(ckpt, seed)
+    prompt["9"] = {
+        "class_type": "EasyAnimateCameraPreset",
+        "inputs": {"motion": motions[0], "speed": 1.0, "frames": frames},
+    }
+    prompt["10"] = {
+        "class_type": "EasyAnimateCameraPreset",
+        "inputs": {"motion": motions[1], "speed": 1.0, "frames": frames},
+    }
+    prompt["11"] = {"class_type": "EasyAnimateCameraCombine", "inputs": {"camera_a": ["9", 0], "camera_b": ["10", 0]}}
+    prompt["8"] = {
+        "class_type": "EasyAnimateCameraControl",
+        "inputs": {"model": ["1", 0], "vae": ["1", 1], "camera": ["11", 0], **SIZE, "resample": resample},
+    }  # fmt: skip
+    if ref:
+        prompt["8"]["inputs"]["ref_image"] = ["6", 0]
+    prompt["3"]["inputs"]["conditioning"] = ["8", 0]
+    return prompt
+
+
+def inpaint_prompt(ckpt=INP, seed=7, denoise=0.7, mask=True, resample=False, frames_in=9):
+    prompt = base_prompt(ckpt, seed, denoise=denoise, latent=["8", 1])
+    prompt["7"]["inputs"]["batch_size"] = frames_in
+    prompt["8"] = {
+        "class_type": "EasyAnimateInpaintVideo",
+        "inputs": {"model": ["1", 0], "vae": ["1", 1], "video": ["7", 0], **SIZE, "resample": resample,
+                   "noise_aug_strength": 0.0563, "seed": seed},
+    }  # fmt: skip
+    if mask:
+        prompt["12"] = {"class_type": "SolidMaskHalf", "inputs": {}}
+        prompt["8"]["inputs"]["mask"] = ["12", 0]
+    prompt["3"]["inputs"]["conditioning"] = ["8", 0]
+    return prompt
+
+
+def cond_of(result, node="8"):
+    return result.results[node][0][0].conditioning
+
+
+def latents_of(result, node="3"):
+    return result.results[node][0][0]["samples"]
+
+
+def error_of(run, prompt) -> str:
+    with pytest.raises(NodeExecutionError) as info:
+        run(prompt)
+    assert isinstance(info.value.__cause__, ValueError | FileNotFoundError), info.value.__cause__
+    return info.value.details["exception_message"]
+
+
+def image_of(comfy, name) -> torch.Tensor:
+    """An input image as the nodes see its first frame: [3, H, W] 0..1."""
+    with Image.open(os.path.join(comfy.input_dir, name)) as image:
+        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).float().div(255).movedim(-1, 0)
+
+
+EMPTY_COLOUR = torch.tensor([0x33, 0x66, 0xCC]) / 255.0  # EmptyImage's colour in control_prompt
+
+
+# --- /object_info ----------------------------------------------------------------------------------
+
+
+def test_new_nodes_are_documented(env):
+    _, pack = env
+    info = object_info()
+    assert NEW_NODES <= set(pack.node_class_mappings)
+    for name in NEW_NODES:
+        entry = info[name]
+        assert entry["description"] and entry["category"].startswith("EasyAnimate/") and entry["output_node"] is False
+        assert len(entry["output_tooltips"]) == len(entry["output"]) and all(entry["output_tooltips"])
+        for category in ("required", "optional"):
+            for input_name, spec in entry["input"].get(category, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+    traj = info["EasyAnimateTrajectory"]["input"]
+    assert list(traj["required"]) == ["tracks_json", "ref_width", "ref_height", "frames", "width", "height", "resample"]
+    assert set(traj["optional"]) == {"reference_image"}
+    default = traj["required"]["tracks_json"][1]
+    assert default["multiline"] and default["default"] != "[]"
+    tracks = trajectory.parse_tracks(default["default"], traj["required"]["ref_width"][1]["default"],
+                                     traj["required"]["ref_height"][1]["default"])  # fmt: skip
+    assert len(tracks) == 1 and len(tracks[0]) == traj["required"]["frames"][1]["default"]
+    assert info["EasyAnimateCameraPreset"]["input"]["required"]["motion"][0] == list(camera.PRESETS)
+    assert info["EasyAnimateLoadCameraPose"]["input"]["required"]["pose_file"][0] == [POSE_FILE]
+    assert info["EasyAnimateTrajectory"]["output"] == ("IMAGE", "IMAGE")
+    assert (
+        info["EasyAnimateCameraControl"]["output"] == info["EasyAnimateControlVideo"]["output"] == ("EASYANIMATE_COND",)
+    )
+
+
+# --- Canny -----------------------------------------------------------------------------------------
+
+
+def test_canny_matches_kornia_in_chunks_with_progress(env, run):
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.rand(20, 40, 56, 3, generator=generator)  # more frames than one chunk (16)
+    _, pack = env
+    node = pack.node_class_mappings["EasyAnimateCanny"]()
+    (edges,) = node.detect(frames, 0.15, 0.3, blur_sigma=1.5, kernel_size=7)
+    _, expected = kornia.filters.canny(frames.movedim(-1, 1), 0.15, 0.3, (7, 7), (1.5, 1.5))
+    assert edges.shape == (20, 40, 56, 3) and torch.equal(edges, expected.movedim(1, -1).expand(-1, -1, -1, 3))
+    assert 0 < edges.mean() < 1 and set(edges.unique().tolist()) <= {0.0, 1.0}
+    prompt = {
+        "7": base_prompt(T2V)["7"],
+        "13": canny_node(),
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}},
+    }
+    result = run(prompt)
+    assert result.results["13"][0][0].shape == (9, 56, 80, 3)
+    assert [(p["value"], p["max"]) for p in result.events("progress") if p["node"] == "13"] == [(9, 9)]
+
+
+def test_canny_stops_between_chunks_on_interrupt(env):
+    comfy, pack = env
+    node = pack.node_class_mappings["EasyAnimateCanny"]()
+    comfy.interrupt()
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        node.detect(torch.rand(40, 16, 16, 3), 0.1, 0.2)
+    assert comfy.model_management.processing_interrupted() is False
+
+
+def test_canny_thresholds_must_be_ordered(env, run):
+    prompt = {
+        "7": base_prompt(T2V)["7"],
+        "13": canny_node(low=0.5, high=0.2),
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}},
+    }
+    assert "low_threshold" in error_of(run, prompt)
+
+
+# --- control video ---------------------------------------------------------------------------------
+
+
+def test_control_video_conditioning_and_ref_latents_on_the_first_frame(env, node, engine):
+    comfy, _ = env
+    control_video, model, vae = node("EasyAnimateControlVideo", CONTROL)
+    start = image_of(comfy, START_IMAGE).movedim(0, -1)[None]  # as LoadImage gives it: [1, H, W, 3]
+    (cond,) = control_video.encode(model, vae, colour_frames(), **SIZE, resample=False, ref_image=start)
+    control = cond.conditioning.control
+    assert control.shape == (1, 32, 3, 6, 8) and (cond.width, cond.height, cond.frames) == (64, 48, 9)
+    reference = engine(CONTROL).vae  # control latents (16) + ref-image latents (16), from the engine's own VAE
+    video = EMPTY_COLOUR.view(1, 3, 1, 1, 1).expand(1, 3, 9, 48, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(control[:, :16], encode_mode(reference, video), atol=1e-5)
+        ref = encode_mode(reference, fit_image(image_of(comfy, START_IMAGE), 64, 48)[None, :, None])
+    assert torch.allclose(control[:, 16:, :1], ref, atol=1e-5)
+    assert torch.count_nonzero(control[:, 16:, 1:]) == 0
+    without = control_video.encode(model, vae, colour_frames(), **SIZE, resample=False)[0].conditioning.control
+    assert torch.equal(without[:, :16], control[:, :16]) and torch.count_nonzero(without[:, 16:]) == 0
+
+
+def test_control_video_run_matches_the_engine_and_repeats(env, run, engine):
+    comfy, _ = env
+    prompt = control_prompt(seed=5, control=("13", 0))
+    prompt["16"] = {"class_type": "LoadVideo", "inputs": {"file": INPUT_VIDEO}}
+    prompt["17"] = {"class_type": "GetVideoComponents", "inputs": {"video": ["16", 0]}}
+    prompt["18"] = {"class_type": "ImageFromBatch", "inputs": {"image": ["17", 0], "batch_index": 0, "length": 9}}
+    prompt["13"] = canny_node(images=("18", 0))
+    result = run(prompt)
+    edges = result.results["13"][0][0]  # [9, 64, 96, 3]: the moving disc's outline
+    assert edges.shape == (9, 64, 96, 3) and 0 < edges.mean() < 0.5
+    request = Request(prompt=PROMPT, negative_prompt=NEGATIVE, steps=3, cfg=6.0, seed=5, ref_image=image_of(comfy, START_IMAGE),
+                      control_video=edges.movedim(-1, 0), **SIZE)  # fmt: skip
+    assert torch.allclose(latents_of(result), generate(engine(CONTROL), request, output="latents"), atol=1e-4)
+    again = execute_prompt(prompt)  # a fresh executor: nothing cached
+    assert torch.equal(latents_of(again), latents_of(result))
+    assert result.results["4"][0][0].shape == (9, 48, 64, 3)
+
+
+def test_control_video_frame_counts(node):
+    control_video, model, vae = node("EasyAnimateControlVideo", CONTROL)
+    with pytest.raises(ValueError) as info:
+        control_video.encode(model, vae, colour_frames(5), **SIZE, resample=False)
+    assert "5 frames" in str(info.value) and "9 are generated" in str(info.value) and "resample" in str(info.value)
+    (cond,) = control_video.encode(model, vae, colour_frames(5), **SIZE, resample=True)
+    assert cond.conditioning.control.shape == (1, 32, 3, 6, 8)
+
+
+def test_control_errors_name_the_checkpoint_to_use(env, run, node):
+    for ckpt in (T2V, INP):
+        message = error_of(run, control_prompt(ckpt))
+        assert "Control checkpoint" in message and ckpt.rsplit("-", 1)[1] in message
+    assert "Camera Control" in error_of(run, control_prompt(CAMERA))
+    message = error_of(run, control_prompt(V5_CONTROL))
+    assert "reference image" in message and "disconnect ref_image" in message
+    control_video, model, vae = node("EasyAnimateControlVideo", V5_CONTROL)
+    (cond,) = control_video.encode(model, vae, colour_frames(), **SIZE, resample=False)
+    assert cond.conditioning.control.shape == (1, 16, 3, 6, 8)  # V5: control latents only
+
+
+# --- trajectory ------------------------------------------------------------------------------------
+
+TRACK = '[[{"x": 20, "y": 30}, {"x": 60, "y": 30}, {"x": 70, "y": 40}]]'
+
+
+def trajectory_node(tracks=TRACK, frames=9, resample=True, reference=True):
+    node = {"class_type": "EasyAnimateTrajectory",
+            "inputs": {"tracks_json": tracks, "ref_width": 80, "ref_height": 56, "frames": frames, "width": 64,
+                       "height": 48, "resample": resample}}  # fmt: skip
+    if reference:
+        node["inputs"]["reference_image"] = ["6", 0]
+    return node
+
+
+def test_trajectory_control_video_preview_and_editor_image(env, run):
+    comfy, _ = env
+    prompt = control_prompt(control=("15", 0))
+    prompt["15"] = trajectory_node()
+    result = run(prompt)
+    video, preview = result.results["15"][0][0], result.results["15"][1][0]
+    tracks = trajectory.parse_tracks(TRACK, 80, 56)
+    assert torch.equal(video, trajectory.tracks_to_video(tracks, 64, 48, 9, resample=True))
+    assert video.shape == (9, 48, 64, 3) and preview.shape == (1, 48, 64, 3)
+    (b64,) = result.outputs["15"]["bg_image"]
+    with Image.open(io.BytesIO(base64.b64decode(b64))) as png:
+        assert png.format == "PNG" and png.size == (96, 64)  # the reference image as loaded
+        sent = torch.from_numpy(np.asarray(png.convert("RGB")).copy()).float().div(255).movedim(-1, 0)
+    assert torch.equal(sent, image_of(comfy, START_IMAGE))
+    assert cond_of(result).control.shape == (1, 32, 3, 6, 8)
+    no_ref = {
+        "15": trajectory_node(reference=False),
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["15", 1]}},
+    }
+    assert "bg_image" not in run(no_ref).outputs.get("15", {})
+
+
+def test_trajectory_errors(env, run):
+    prompt = {"6": base_prompt(T2V)["6"], "15": trajectory_node('[[{"x": 90, "y": 30}]]'),
+              "5": {"class_type": "PreviewImage", "inputs": {"images": ["15", 0]}}}  # fmt: skip
+    message = error_of(run, prompt)
+    assert "outside" in message and "80x56" in message
+    prompt["15"] = trajectory_node(resample=False)
+    message = error_of(run, prompt)
+    assert "3 points" in message and "9 frames" in message and "resample" in message
+
+
+# --- camera ----------------------------------------------------------------------------------------
+
+
+def spatial_8x(x: torch.Tensor) -> torch.Tensor:
+    """Trilinear (align_corners=False) downsampling by exactly 8: the mean of the 2x2 pixels around each centre."""
+    return (x[..., 3::8, 3::8] + x[..., 4::8, 3::8] + x[..., 3::8, 4::8] + x[..., 4::8, 4::8]) / 4
+
+
+def test_camera_control_embedding_by_hand(env, run, engine):
+    comfy, _ = env
+    result = run(camera_prompt())
+    control = cond_of(result).control
+    assert control.shape == (1, 6 + 16, 3, 6, 8)
+    poses = camera.combine(camera.preset("Pan Left", 1.0, 9), camera.preset("Zoom In", 1.0, 9))
+    p = camera.plucker_embedding(poses, 64, 48)  # [6, 9, 48, 64]
+    # the first frame alone; frames 1..8 resized to 2 latent frames: positions 1.5 and 5.5 of the 8
+    expected = torch.stack(
+        [spatial_8x(p[:, 0]), (spatial_8x(p[:, 2]) + spatial_8x(p[:, 3])) / 2, (spatial_8x(p[:, 6]) + spatial_8x(p[:, 7])) / 2],
+        dim=1,
+    ) * 6  # fmt: skip
+    assert torch.allclose(control[0, :6], expected, atol=1e-5)
+    vae = engine(CAMERA).vae
+    with torch.no_grad():
+        ref = encode_mode(vae, fit_image(image_of(comfy, START_IMAGE), 64, 48)[None, :, None])
+    assert torch.allclose(control[:, 6:, :1], ref, atol=1e-5) and torch.count_nonzero(control[:, 6:, 1:]) == 0
+    request = Request(prompt=PROMPT, negative_prompt=NEGATIVE, steps=3, cfg=6.0, seed=7, camera=p,
+                      ref_image=image_of(comfy, START_IMAGE), **SIZE)  # fmt: skip
+    assert torch.allclose(latents_of(result), generate(engine(CAMERA), request, output="latents"), atol=1e-4)
+    assert torch.equal(latents_of(execute_prompt(camera_prompt())), latents_of(result))  # same seed, same video
+
+
+def test_camera_nodes_build_the_paths(env):
+    _, pack = env
+    nodes = pack.node_class_mappings
+    (a,) = nodes["EasyAnimateCameraPreset"]().make("Pan Up", 0.5, 5)
+    (b,) = nodes["EasyAnimateCameraPreset"]().make("CW", 2.0, 5)
+    (combined,) = nodes["EasyAnimateCameraCombine"]().combine(a, b)
+    (chained,) = nodes["EasyAnimateCameraChain"]().chain(a, b, a)
+    assert isinstance(a.poses, tuple) and a.frames == 5 and combined.frames == 5 and chained.frames == 13
+    expected = camera.combine(camera.preset("Pan Up", 0.5, 5), camera.preset("CW", 2.0, 5))
+    assert all(np.array_equal(x.w2c, y.w2c) for x, y in zip(combined.poses, expected))
+    expected = camera.chain(
+        camera.preset("Pan Up", 0.5, 5), camera.preset("CW", 2.0, 5), camera.preset("Pan Up", 0.5, 5)
+    )
+    assert all(np.array_equal(x.w2c, y.w2c) for x, y in zip(chained.poses, expected))
+
+
+def test_load_camera_pose_file(env):
+    comfy, pack = env
+    node = pack.node_class_mappings["EasyAnimateLoadCameraPose"]()
+    path = os.path.join(comfy.input_dir, POSE_FILE)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    (loaded,) = node.load(POSE_FILE, 49, False)
+    expected = camera.combine(camera.preset("Pan Left", 1.0, 49), camera.preset("Zoom In", 1.0, 49))
+    assert loaded.frames == 49 and all(np.allclose(x.w2c, y.w2c, atol=1e-8) for x, y in zip(loaded.poses, expected))
+    assert node.load(POSE_FILE, 9, True)[0].frames == 9
+    with pytest.raises(ValueError, match="49 poses but 9 frames"):
+        node.load(POSE_FILE, 9, False)
+    for source in (path, POSE_FILE, text):  # an absolute path, a path in the input folder, the lines themselves
+        assert node.load("ignored.txt", 49, False, pose_path=source)[0].frames == 49
+    with pytest.raises(FileNotFoundError, match="input folder"):
+        node.load(POSE_FILE, 49, False, pose_path="missing.txt")
+    cls = type(node)
+    assert cls.IS_CHANGED(POSE_FILE, 49, False) == cls.IS_CHANGED("x", 49, False, pose_path=text)
+
+
+def test_camera_errors(env, run):
+    for ckpt in (T2V, INP, CONTROL):
+        message = error_of(run, camera_prompt(ckpt))
+        assert "Control-Camera checkpoint" in message and ckpt.rsplit("tiny-", 1)[1] in message
+    message = error_of(run, camera_prompt(frames=13))
+    assert "13 poses" in message and "9 frames" in message and "resample" in message
+    assert cond_of(run(camera_prompt(frames=13, resample=True))).control.shape == (1, 22, 3, 6, 8)
+
+
+# --- inpaint video ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def half_mask_node(env):
+    """A core-node stand-in: SolidMaskHalf gives a 64x48 MASK regenerating the right half (x >= 32)."""
+    comfy, _ = env
+
+    class SolidMaskHalf:
+        CATEGORY, FUNCTION, RETURN_TYPES = "mask", "make", ("MASK",)
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {}}
+
+        def make(self):
+            mask = torch.zeros(1, 48, 64)
+            mask[..., 32:] = 1
+            return (mask,)
+
+    comfy.modules["nodes"].NODE_CLASS_MAPPINGS["SolidMaskHalf"] = SolidMaskHalf
+    return SolidMaskHalf
+
+
+def test_inpaint_video_on_inp_matches_the_engine(env, run, engine, half_mask_node):
+    result = run(inpaint_prompt(seed=3))
+    inpaint = cond_of(result).inpaint
+    assert inpaint.shape == (1, 17, 3, 6, 8)
+    video = EMPTY_COLOUR.view(3, 1, 1, 1).expand(3, 9, 48, 64)
+    mask = torch.zeros(9, 48, 64)
+    mask[..., 32:] = 1
+    request = Request(prompt=PROMPT, negative_prompt=NEGATIVE, steps=3, cfg=6.0, seed=3, denoise=0.7, video=video,
+                      mask=mask, **SIZE)  # fmt: skip
+    # EmptyImage is 80x56 and the mask 64x48: the video is cover-cropped, a flat colour either way
+    assert torch.allclose(latents_of(result), generate(engine(INP), request, output="latents"), atol=1e-4)
+    assert not torch.allclose(latents_of(run(inpaint_prompt(seed=3, mask=False))), latents_of(result))
+
+
+def test_inpaint_video_on_t2v_keeps_the_unmasked_latents(env, run, half_mask_node):
+    for denoise in (1.0, 0.6):
+        result = run(inpaint_prompt(T2V, denoise=denoise))
+        cond = cond_of(result)
+        init, latents = result.results["8"][1][0]["samples"], latents_of(result)
+        assert cond.keep_mask.shape == (1, 1, 3, 6, 8) and torch.equal(cond.init_latents, init)
+        assert torch.equal(cond.keep_mask[..., :4], torch.zeros(1, 1, 3, 6, 4)) and (cond.keep_mask[..., 4:] == 1).all()
+        assert torch.equal(latents[..., :4], init[..., :4])  # the kept half is the input video's latents
+        assert not torch.allclose(latents[..., 4:], init[..., 4:])
+
+
+def test_inpaint_video_errors(env, run, half_mask_node):
+    message = error_of(run, inpaint_prompt(frames_in=13))
+    assert "input video has 13 frames" in message and "9 are generated" in message
+    assert latents_of(run(inpaint_prompt(frames_in=13, resample=True))).shape == (1, 16, 3, 6, 8)
+    assert "Control Video" in error_of(run, inpaint_prompt(CONTROL))
