@@ -133,7 +133,8 @@ class EasyAnimateSampler:
                 "conditioning": (
                     COND,
                     {
-                        "tooltip": "Start/end frame conditioning from EasyAnimate Image to Video; it must be made "
+                        "tooltip": "Conditioning from EasyAnimate Image to Video, Inpaint Video, Control Video or Camera "
+                        "Control; it must be made "
                         "for the same width, height and frames."
                     },
                 ),
@@ -166,7 +167,7 @@ class EasyAnimateSampler:
             frames,
         ):
             raise ValueError(
-                f"the image-to-video conditioning was made for {conditioning.describe()} but the sampler generates "
+                f"the conditioning was made for {conditioning.describe()} but the sampler generates "
                 f"{width}x{height}, {frames} frames: set the same width, height and frames on both nodes"
             )
         cond = sampler_conditioning(model.config, shape, conditioning and conditioning.conditioning, init)
