@@ -6,7 +6,7 @@ import hashlib
 import os
 
 from ..easyanimate_core import camera
-from ..easyanimate_core.runner import camera_conditioning
+from ..easyanimate_core.builders import camera_conditioning
 from . import host
 from .types import (
     CAMERA,

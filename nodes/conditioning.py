@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..easyanimate_core.runner import image_to_video_conditioning, inpaint_video_conditioning
+from ..easyanimate_core.builders import image_to_video_conditioning, inpaint_video_conditioning
 from . import host
 from .types import CATEGORY, COND, MAX_SEED, MODEL, VAE, VideoConditioning, first_frame, resample_input, size_inputs
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..easyanimate_core.builders import control_video_conditioning
 from ..easyanimate_core.preprocess import canny
-from ..easyanimate_core.runner import control_video_conditioning
 from . import host
 from .types import CATEGORY, COND, MODEL, VAE, VideoConditioning, first_frame, resample_input, size_inputs
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from ..easyanimate_core.runner import latent_shape_for, run_sampler, sampler_conditioning, video_size_of
+from ..easyanimate_core.builders import latent_shape_for, sampler_conditioning, video_size_of
+from ..easyanimate_core.runner import run_sampler
 from ..easyanimate_core.sampling import Interrupted
 from ..easyanimate_core.schedulers import SCHEDULER_NAMES
 from . import host

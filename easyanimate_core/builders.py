@@ -1,0 +1,287 @@
+"""Conditioning builders for the nodes: ComfyUI-style IMAGE / MASK inputs -> sampling.Conditioning.
+
+Each builder checks the checkpoint variant first (naming the variant a feature needs), fits frames and
+masks to the generation size, and runs the VAE under the handle's memory policy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import conditioning as C
+from .configs import TransformerConfig, Variant
+from .handles import VAEHandle
+from .memory import on_device
+from .pipeline import fit_image
+from .sampling import Conditioning, initial_noise
+from .vae import VAETiling
+
+VAE_SPATIAL, VAE_TEMPORAL = 8, 4  # compression of the EasyAnimate V5/V5.1 MagViT VAE
+
+
+def latent_shape_for(cfg: TransformerConfig, width: int, height: int, frames: int, batch: int = 1) -> tuple[int, ...]:
+    """The latent shape [B, C, t, h, w] sampled for a video of ``frames`` x ``height`` x ``width``."""
+    C.check_size(width, height, frames)
+    return (batch, cfg.out_channels, (frames - 1) // VAE_TEMPORAL + 1, height // VAE_SPATIAL, width // VAE_SPATIAL)
+
+
+def video_size_of(latents: torch.Tensor) -> tuple[int, int, int]:
+    """(width, height, frames) of the video that latents [B, C, t, h, w] decode to."""
+    if latents.ndim != 5:
+        raise ValueError(
+            f"expected video latents [B, C, T, H, W] (from EasyAnimate VAE Encode), got shape {tuple(latents.shape)}"
+        )
+    _, _, t, h, w = latents.shape
+    return w * VAE_SPATIAL, h * VAE_SPATIAL, (t - 1) * VAE_TEMPORAL + 1
+
+
+def sampler_conditioning(
+    cfg: TransformerConfig,
+    latent_shape: tuple[int, ...],
+    cond: Conditioning | None = None,
+    init_latents: torch.Tensor | None = None,
+) -> Conditioning:
+    """``cond`` completed for a run of ``latent_shape``: the extra input channels of InP and Control
+    checkpoints are zeros when not given (plain text-to-video, as the pipelines do), tensors follow the
+    latents' batch, and ``init_latents`` (video-to-video) are added."""
+    cond = cond or Conditioning()
+    b, _, t, h, w = latent_shape
+    extra = cfg.in_channels - cfg.out_channels  # channels the checkpoint takes besides the latents
+    if cond.inpaint is not None and cfg.variant != Variant.INP:
+        raise ValueError(
+            f"start/end image conditioning needs an EasyAnimate InP checkpoint; this one is {cfg.variant.value}"
+        )
+    if cfg.variant == Variant.CAMERA and cond.control is None:
+        raise ValueError("this Control-Camera checkpoint needs a camera path (presets or a pose file)")
+    inpaint, control = cond.inpaint, cond.control
+    if cfg.variant == Variant.INP and inpaint is None:
+        inpaint = torch.zeros(b, extra, t, h, w)
+    if cfg.variant == Variant.CONTROL and control is None:
+        control = torch.zeros(b, extra, t, h, w)
+
+    def batched(x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None or x.shape[0] == b:
+            return x
+        if x.shape[0] != 1:
+            raise ValueError(f"conditioning for a batch of {x.shape[0]} cannot be used for a batch of {b}")
+        return x.expand(b, *x.shape[1:])
+
+    if init_latents is not None and tuple(init_latents.shape) != tuple(latent_shape):
+        raise ValueError(f"input latents {tuple(init_latents.shape)} do not match the run's {tuple(latent_shape)}")
+    return Conditioning(
+        inpaint=batched(inpaint),
+        control=batched(control),
+        init_latents=init_latents if init_latents is not None else cond.init_latents,
+        keep_mask=cond.keep_mask,
+    )
+
+
+def image_to_video_conditioning(
+    vh: VAEHandle,
+    cfg: TransformerConfig,
+    start: torch.Tensor | None,
+    end: torch.Tensor | None,
+    width: int,
+    height: int,
+    frames: int,
+    *,
+    noise_aug_strength: float,
+    seed: int,
+    device: torch.device,
+    offload: torch.device,
+    tile: VAETiling | None = None,
+) -> Conditioning:
+    """Start and/or end image [3, H, W] 0..1 (any size: scaled to cover, centre-cropped) -> the InP
+    conditioning of a ``frames`` x ``height`` x ``width`` video.
+
+    The noise augmentation of the kept frames draws from a CPU generator seeded with ``seed`` after the
+    draw of the initial noise, as in the EasyAnimate pipelines: with the sampler's seed, the run equals
+    ``pipeline.generate``'s."""
+    if cfg.variant != Variant.INP:
+        raise ValueError(
+            f"image-to-video needs an EasyAnimate InP checkpoint (e.g. EasyAnimateV5.1-12b-zh-InP); "
+            f"this one is {cfg.variant.value}"
+        )
+    shape = latent_shape_for(cfg, width, height, frames)
+    _, generator = initial_noise(shape, seed)  # continue the stream after the sampler's initial noise
+    first = fit_image(start, width, height)[None] if start is not None else None  # [1, 3, H, W] -1..1
+    last = fit_image(end, width, height)[None] if end is not None else None
+    video, mask = C.image_to_video(first, last, frames)  # [1, 3, T, H, W], [1, 1, T, H, W]
+    with on_device(vh.vae, device, offload, vh.memory):
+        inpaint = C.inpaint_latents(
+            vh.vae,
+            cfg,
+            video.to(device),
+            mask.to(device),
+            shape[2:],
+            noise_aug_strength=noise_aug_strength,
+            generator=generator,
+            tile=tile,
+        )
+    return Conditioning(inpaint=inpaint.float().cpu())
+
+
+# --- video-to-video with a mask, control video, camera path (the control nodes) --------------------
+
+
+def frames_to_video(
+    images: torch.Tensor, width: int, height: int, frames: int, *, resample: bool = False, what: str = "video"
+) -> torch.Tensor:
+    """IMAGE frames [N, H, W, C] 0..1 -> video [1, 3, frames, height, width] in -1..1 (each frame scaled to
+    cover, centre-cropped). N must equal ``frames`` unless ``resample`` picks evenly spread frames."""
+    index = C.frame_indices(images.shape[0], frames, resample, what)
+    x = images[index, ..., :3].movedim(-1, 1)  # [T, H, W, 3] -> [T, 3, H, W]
+    return fit_image(x, width, height).transpose(0, 1)[None]  # [T, 3, H, W] -> [1, 3, T, H, W]
+
+
+def fit_mask(mask: torch.Tensor, width: int, height: int, frames: int, *, resample: bool = False) -> torch.Tensor:
+    """MASK [N, H, W] or [H, W] (1 = regenerate; one mask for every frame, or one per frame) -> binary mask
+    [1, 1, frames, height, width], scaled to cover and centre-cropped like the video."""
+    mask = mask[None] if mask.ndim == 2 else mask
+    if mask.shape[0] == 1:
+        index = torch.zeros(frames, dtype=torch.long)
+    else:
+        index = C.frame_indices(mask.shape[0], frames, resample, "mask")
+    m = mask[index].float()[:, None].expand(-1, 3, -1, -1)  # [T, H, W] -> [T, 3, H, W] for fit_image
+    m = fit_image(m, width, height)[:, 0]  # [T, H, W] in -1..1
+    return (m > 0).float()[None, None]  # > 0.5 in 0..1, binarised like diffusers' mask processor
+
+
+def inpaint_video_conditioning(
+    vh: VAEHandle,
+    cfg: TransformerConfig,
+    video: torch.Tensor,
+    mask: torch.Tensor | None,
+    width: int,
+    height: int,
+    frames: int,
+    *,
+    resample: bool = False,
+    noise_aug_strength: float,
+    seed: int,
+    device: torch.device,
+    offload: torch.device,
+    tile: VAETiling | None = None,
+) -> tuple[Conditioning, torch.Tensor]:
+    """Video-to-video with an optional inpaint mask -> (conditioning, the video's latents [1, C, t, h, w]).
+
+    ``video`` is IMAGE frames [N, H, W, C] 0..1; ``mask`` a MASK (1 = regenerate) or None. InP checkpoints get
+    the masked-video latents (as pipeline.generate); T2V checkpoints a keep mask on the latent grid, with the
+    video's latents blended back into the kept region after every step. The latents start the Sampler when
+    its denoise is below 1. The noise augmentation continues the sampler's ``seed`` stream, as in I2V."""
+    if cfg.variant not in (Variant.INP, Variant.T2V):
+        raise ValueError(
+            f"video inpainting needs an EasyAnimate InP or T2V checkpoint; this one is {cfg.variant.value}: "
+            "for Control checkpoints use EasyAnimate Control Video (and VAE Encode for video-to-video)"
+        )
+    shape = latent_shape_for(cfg, width, height, frames)
+    _, generator = initial_noise(shape, seed)  # continue the stream after the sampler's initial noise
+    pixels = frames_to_video(video, width, height, frames, resample=resample, what="input video")
+    keep = fit_mask(mask, width, height, frames, resample=resample) if mask is not None else None
+    with on_device(vh.vae, device, offload, vh.memory):
+        init = C.encode_mode(vh.vae, pixels.to(device), tile=tile).float().cpu()
+        inpaint = None
+        if cfg.variant == Variant.INP:
+            inpaint = C.inpaint_latents(
+                vh.vae,
+                cfg,
+                pixels.to(device),
+                None if keep is None else keep.to(device),
+                shape[2:],
+                noise_aug_strength=noise_aug_strength,
+                generator=generator,
+                tile=tile,
+            )
+    if inpaint is not None:
+        return Conditioning(inpaint=inpaint.float().cpu(), init_latents=init), init
+    keep_mask = None
+    if keep is not None:  # as pipeline.build_conditioning: the pixel mask on the latent grid
+        keep_mask = torch.nn.functional.interpolate(keep, size=shape[2:], mode="trilinear", align_corners=True)
+    return Conditioning(init_latents=init, keep_mask=keep_mask), init
+
+
+def control_video_conditioning(
+    vh: VAEHandle,
+    cfg: TransformerConfig,
+    control: torch.Tensor,
+    ref: torch.Tensor | None,
+    width: int,
+    height: int,
+    frames: int,
+    *,
+    resample: bool = False,
+    device: torch.device,
+    offload: torch.device,
+    tile: VAETiling | None = None,
+) -> Conditioning:
+    """Control video (IMAGE frames [N, H, W, C] 0..1: pose, depth, edges, trajectory heat-maps) and an optional
+    ref image [3, H, W] 0..1 -> the Control checkpoint's conditioning (conditioning.control_latents)."""
+    if cfg.variant == Variant.CAMERA:
+        raise ValueError(
+            "this is a Control-Camera checkpoint, steered by a camera path rather than a control video: use "
+            "EasyAnimate Camera Control, or load a Control checkpoint (e.g. EasyAnimateV5.1-12b-zh-Control)"
+        )
+    if cfg.variant != Variant.CONTROL:
+        raise ValueError(
+            f"a control video needs an EasyAnimate Control checkpoint (e.g. EasyAnimateV5.1-12b-zh-Control); "
+            f"this one is {cfg.variant.value}"
+        )
+    if ref is not None:
+        C.check_ref_image(cfg)
+    shape = latent_shape_for(cfg, width, height, frames)
+    video = frames_to_video(control, width, height, frames, resample=resample, what="control video")
+    ref_px = fit_image(ref, width, height)[None] if ref is not None else None  # [1, 3, H, W] -1..1
+    with on_device(vh.vae, device, offload, vh.memory):
+        latents = C.control_latents(
+            vh.vae, cfg, video.to(device), None if ref_px is None else ref_px.to(device), shape[2:], tile=tile
+        )
+    return Conditioning(control=latents.float().cpu())
+
+
+def camera_conditioning(
+    vh: VAEHandle,
+    cfg: TransformerConfig,
+    poses: list,
+    ref: torch.Tensor | None,
+    width: int,
+    height: int,
+    frames: int,
+    *,
+    resample: bool = False,
+    device: torch.device,
+    offload: torch.device,
+    tile: VAETiling | None = None,
+) -> Conditioning:
+    """Camera path (camera.CameraPose per frame) and an optional ref image [3, H, W] 0..1 -> the Control-Camera
+    checkpoint's conditioning: the Plücker embedding at the generation size, through conditioning.control_latents."""
+    from . import camera
+
+    if cfg.variant != Variant.CAMERA:
+        hint = ": for a Control checkpoint use EasyAnimate Control Video" if cfg.variant == Variant.CONTROL else ""
+        raise ValueError(
+            "camera input needs an EasyAnimate Control-Camera checkpoint (e.g. EasyAnimateV5.1-12b-zh-Control-Camera); "
+            f"this one is {cfg.variant.value}{hint}"
+        )
+    if ref is not None:
+        C.check_ref_image(cfg)
+    shape = latent_shape_for(cfg, width, height, frames)
+    if len(poses) != frames:
+        if not resample:
+            raise ValueError(
+                f"the camera path has {len(poses)} poses but {frames} frames are generated: give the camera nodes "
+                f"frames={frames}, or turn resample on to spread the path over the video"
+            )
+        poses = camera.resample_poses(list(poses), frames)
+    plucker = camera.plucker_embedding(list(poses), width, height)[None]  # [1, 6, T, H, W]
+    ref_px = fit_image(ref, width, height)[None] if ref is not None else None
+    with on_device(vh.vae, device, offload, vh.memory):
+        latents = C.control_latents(
+            vh.vae,
+            cfg,
+            None,
+            None if ref_px is None else ref_px.to(device),
+            shape[2:],
+            camera=plucker.to(device),
+            tile=tile,
+        )
+    return Conditioning(control=latents.float().cpu())
