@@ -191,3 +191,30 @@ def control_latents(
     elif ref_image is not None:
         check_ref_image(cfg)
     return torch.cat(parts, dim=1)
+
+
+# EasyAnimate's training buckets at base resolution 512: (height/width ratio key, height, width). The
+# official ComfyUI nodes pick the bucket whose key is nearest to the image's height/width ratio, scale it
+# by base/512 and round each side down to a multiple of 16.
+BUCKETS_512 = (
+    (0.25, 256, 1024), (0.26, 256, 992), (0.27, 256, 960), (0.28, 256, 928), (0.32, 288, 896), (0.33, 288, 864),
+    (0.35, 288, 832), (0.4, 320, 800), (0.42, 320, 768), (0.48, 352, 736), (0.5, 352, 704), (0.52, 352, 672),
+    (0.57, 384, 672), (0.6, 384, 640), (0.68, 416, 608), (0.72, 416, 576), (0.78, 448, 576), (0.82, 448, 544),
+    (0.88, 480, 544), (0.94, 480, 512), (1.0, 512, 512), (1.07, 512, 480), (1.13, 544, 480), (1.21, 544, 448),
+    (1.29, 576, 448), (1.38, 576, 416), (1.46, 608, 416), (1.67, 640, 384), (1.75, 672, 384), (2.0, 704, 352),
+    (2.09, 736, 352), (2.4, 768, 320), (2.5, 800, 320), (2.89, 832, 288), (3.0, 864, 288), (3.11, 896, 288),
+    (3.62, 928, 256), (3.75, 960, 256), (3.88, 992, 256), (4.0, 1024, 256),
+)  # fmt: skip
+BASE_RESOLUTIONS = (512, 768, 1024)
+
+
+def bucket_size(image_width: int, image_height: int, base_resolution: int = 512) -> tuple[int, int]:
+    """(width, height) of the trained aspect-ratio bucket nearest to an image's shape at a base resolution."""
+    if base_resolution not in BASE_RESOLUTIONS:
+        raise ValueError(f"base resolution must be one of {BASE_RESOLUTIONS}, got {base_resolution}")
+    if image_width <= 0 or image_height <= 0:
+        raise ValueError(f"image size must be positive, got {image_width}x{image_height}")
+    ratio = image_height / image_width
+    _, h, w = min(BUCKETS_512, key=lambda b: abs(b[0] - ratio))
+    scale = base_resolution / 512
+    return int(w * scale / 16) * 16, int(h * scale / 16) * 16

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..easyanimate_core.builders import image_to_video_conditioning, inpaint_video_conditioning
+from ..easyanimate_core.conditioning import BASE_RESOLUTIONS, bucket_size
 from . import host
 from .types import CATEGORY, COND, MAX_SEED, MODEL, VAE, VideoConditioning, first_frame, resample_input, size_inputs
 
@@ -152,11 +153,46 @@ class EasyAnimateInpaintVideo:
         return (VideoConditioning(cond, width, height, frames), {"samples": latents})
 
 
+class EasyAnimateBucketSize:
+    DESCRIPTION = (
+        "Picks the generation size from an image the way the official nodes do: the trained aspect-ratio bucket "
+        "nearest to the image's shape, at a base resolution of 512, 768 or 1024. Connect width and height to "
+        "Image to Video and to the Sampler."
+    )
+    CATEGORY = f"{CATEGORY}/conditioning"
+    FUNCTION = "size"
+    RETURN_TYPES = ("INT", "INT")
+    RETURN_NAMES = ("width", "height")
+    OUTPUT_TOOLTIPS = ("Bucket width (a multiple of 16).", "Bucket height (a multiple of 16).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "The image whose aspect ratio picks the bucket (its first frame)."}),
+                "base_resolution": (
+                    list(BASE_RESOLUTIONS),
+                    {
+                        "default": 512,
+                        "tooltip": "512: about 672x384 for landscape images (the official default); 768: about "
+                        "1008x576; 1024: about 1344x768 (needs much more memory and time).",
+                    },
+                ),
+            }
+        }
+
+    def size(self, image, base_resolution: int):
+        height, width = image.shape[1:3]
+        return bucket_size(int(width), int(height), int(base_resolution))
+
+
 NODE_CLASS_MAPPINGS = {
     "EasyAnimateImageToVideo": EasyAnimateImageToVideo,
     "EasyAnimateInpaintVideo": EasyAnimateInpaintVideo,
+    "EasyAnimateBucketSize": EasyAnimateBucketSize,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "EasyAnimateImageToVideo": "EasyAnimate Image to Video",
     "EasyAnimateInpaintVideo": "EasyAnimate Inpaint Video",
+    "EasyAnimateBucketSize": "EasyAnimate Bucket Size",
 }

@@ -23,7 +23,7 @@ from PIL import Image
 
 from easyanimate_core import camera, trajectory
 from easyanimate_core.checkpoint import load_checkpoint
-from easyanimate_core.conditioning import encode_mode
+from easyanimate_core.conditioning import bucket_size, encode_mode
 from easyanimate_core.pipeline import Request, fit_image, generate
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -493,3 +493,25 @@ def test_inpaint_video_errors(env, run, half_mask_node):
     assert "input video has 13 frames" in message and "9 are generated" in message
     assert latents_of(run(inpaint_prompt(frames_in=13, resample=True))).shape == (1, 16, 3, 6, 8)
     assert "Control Video" in error_of(run, inpaint_prompt(CONTROL))
+
+
+@pytest.mark.parametrize(
+    ("image", "base", "expected"),
+    [
+        ((1280, 720), 512, (672, 384)),  # landscape 16:9 -> the official default size
+        ((1280, 720), 768, (1008, 576)),
+        ((720, 1280), 512, (384, 672)),  # portrait
+        ((512, 512), 1024, (1024, 1024)),
+        ((1000, 3000), 512, (288, 864)),  # ratio 3.0
+    ],
+)
+def test_bucket_size_follows_the_official_buckets(image, base, expected):
+    assert bucket_size(*image, base) == expected
+
+
+def test_bucket_size_node_and_errors(env):
+    _, pack = env
+    node = pack.node_class_mappings["EasyAnimateBucketSize"]()
+    assert node.size(torch.zeros(1, 720, 1280, 3), 768) == (1008, 576)
+    with pytest.raises(ValueError, match="base resolution"):
+        bucket_size(100, 100, 640)
