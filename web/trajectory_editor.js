@@ -240,10 +240,9 @@ class TrajectoryEditor {
 
   /** Before any run, show the image of a Load Image node wired into reference_image. */
   refreshImage() {
-    const input = this.node.inputs?.find((i) => i.name === "reference_image");
-    if (input?.link == null) return;
-    const links = this.node.graph?.links ?? app.graph?.links;
-    const link = links?.get ? links.get(input.link) : links?.[input.link];
+    const slot = this.node.findInputSlot?.("reference_image") ?? -1;
+    if (slot < 0 || !this.node.isInputConnected?.(slot)) return;
+    const link = this.node.getInputLink?.(slot);
     const origin = link && this.node.graph?.getNodeById?.(link.origin_id);
     const img = origin?.imgs?.[0];
     if (img && img !== this.image && img.complete && img.naturalWidth) {
@@ -452,7 +451,8 @@ app.registerExtension({
     chainCallback(nodeType.prototype, "onConnectionsChange", function () {
       const editor = this.trajectoryEditor;
       if (!editor) return;
-      if (this.inputs?.find((i) => i.name === "reference_image")?.link == null) editor.image = null;
+      const slot = this.findInputSlot?.("reference_image") ?? -1;
+      if (slot < 0 || !this.isInputConnected?.(slot)) editor.image = null;
       editor.refreshImage();
       editor.redraw();
     });

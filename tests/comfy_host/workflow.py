@@ -95,6 +95,19 @@ def widget_inputs(node: dict, info: dict) -> dict:
     return inputs
 
 
+def _preview_widgets(info: dict) -> dict:
+    """Values of widgets the frontend adds on its own and graphToPrompt sends: the "video-preview" DOM
+    widget of a `video_upload` combo, sent as "" (useNodePreview's addVideoDomWidget sets
+    `widget.serialize = false`, which keeps it out of widgets_values, but graphToPrompt only skips widgets
+    whose `options.serialize === false`). The browser adds it once the video has loaded; ComfyUI ignores
+    inputs a node does not declare (execution.py `get_input_data`)."""
+    for category in ("required", "optional"):
+        for spec in info["input"].get(category, {}).values():
+            if len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("video_upload"):
+                return {"video-preview": ""}
+    return {}
+
+
 def _resolve(link_id, want_type: str, links: dict[int, _Link], nodes_by_id: dict) -> tuple[str, object] | None:
     """Follows graphToPrompt's loop over bypassed and virtual parents.
     -> ("link", [origin id, slot]) | ("value", primitive value) | None (no input)."""
@@ -140,7 +153,7 @@ def ui_to_prompt(workflow: dict, object_info: dict) -> dict:
         info = object_info.get(node["type"])
         if info is None:
             raise KeyError(f"node #{node['id']}: type {node['type']!r} is not in object_info")
-        inputs = widget_inputs(node, info)
+        inputs = {**widget_inputs(node, info), **_preview_widgets(info)}
         for entry in node.get("inputs") or []:
             if entry.get("link") is None:
                 continue
