@@ -16,6 +16,7 @@ import torch
 
 from .cli import DEFAULTS, DEMO_SIZE, DTYPES, NEGATIVE_PROMPT, cmd_demo, cmd_generate, cmd_tiny
 from .configs import Variant
+from .memory import MEMORY_MODES
 from .sampling import Interrupted
 from .schedulers import SCHEDULER_NAMES
 
@@ -56,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=DEFAULTS.seed, help="(default: %(default)s)")
     g.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="default: Flow for V5.1, DDIM for V5")
     g.add_argument("--shift", type=float, help="Flow timestep shift (default: the checkpoint's)")
+    g.add_argument(
+        "--memory-mode",
+        choices=list(MEMORY_MODES),
+        default="none",
+        help="none: all models stay on the device; model_offload: each model on it only while it works; fp8: "
+        "fp8 transformer weights + offload; block_swap: stream the blocks past --resident-blocks (default: none)",
+    )
+    g.add_argument("--resident-blocks", type=int, default=0, help="block_swap: blocks kept on the device (default 0)")
     g.add_argument("--start-image", help="image file for the first frame (InP checkpoints)")
     g.add_argument("--end-image", help="image file for the last frame (InP checkpoints)")
     g.add_argument("--video", help="input video (file, folder of frames, or .npy [T,H,W,3] 0..1)")

@@ -19,7 +19,8 @@ import torch
 from . import media
 from .checkpoint import check_compatible, load_checkpoint
 from .conditioning import check_size
-from .pipeline import Models, Request, decode, generate
+from .memory import MemoryPolicy
+from .pipeline import NO_OFFLOAD, Models, Request, decode, generate
 from .schedulers import read_scheduler_config
 
 log = logging.getLogger("EasyAnimate")
@@ -74,10 +75,11 @@ def _text_encoder_source(folder: Path):
     return folder  # load_text_encoder explains the expected layout
 
 
-def load_models(args: argparse.Namespace, dtype: torch.dtype, device: str) -> Models:
-    """A checkpoint folder (``--model``) or single files (``--transformer --vae --text-encoder``), on ``device``."""
+def load_models(args: argparse.Namespace, dtype: torch.dtype, device: str, memory: MemoryPolicy = NO_OFFLOAD) -> Models:
+    """A checkpoint folder (``--model``) or single files (``--transformer --vae --text-encoder``); on ``device``
+    unless ``memory`` offloads (then ``generate`` places each model while it works)."""
     if args.model:
-        models = load_checkpoint(args.model, dtype=dtype)[0]
+        models = load_checkpoint(args.model, dtype=dtype, weight_dtype=memory.weight_dtype)[0]
     else:
         from .loading import load_transformer, load_vae
         from .text import load_text_encoder
@@ -85,14 +87,14 @@ def load_models(args: argparse.Namespace, dtype: torch.dtype, device: str) -> Mo
         missing = [f"--{n}" for n in ("transformer", "vae", "text-encoder") if not getattr(args, n.replace("-", "_"))]
         if missing:
             raise ValueError(f"give --model FOLDER, or --transformer FILE with {' and '.join(missing)}")
-        transformer, _ = load_transformer(args.transformer, dtype=dtype)
+        transformer, _ = load_transformer(args.transformer, dtype=dtype, weight_dtype=memory.weight_dtype)
         vae, _ = load_vae(args.vae, dtype=dtype)
         text_folder = Path(args.text_encoder)
         text_encoder = load_text_encoder(_text_encoder_source(text_folder), dtype=dtype)
         check_compatible(transformer.config, vae, text_encoder)
         scheduler = read_scheduler_config(text_folder / "scheduler")  # present when given a checkpoint root
         models = Models(transformer, vae, text_encoder, scheduler)
-    return to_device(models, device)
+    return models if memory.offloads else to_device(models, device)
 
 
 def to_device(models: Models, device: str) -> Models:
@@ -103,13 +105,22 @@ def to_device(models: Models, device: str) -> Models:
     return models
 
 
-def render(models: Models, req: Request, *, device: str, dtype: torch.dtype, quiet: bool = False) -> torch.Tensor:
+def render(
+    models: Models,
+    req: Request,
+    *,
+    device: str,
+    dtype: torch.dtype,
+    quiet: bool = False,
+    memory: MemoryPolicy = NO_OFFLOAD,
+) -> torch.Tensor:
     """Frames [T, H, W, 3] in 0..1 of ``req``, with progress bars on stderr unless ``quiet``."""
     bar = ProgressBar("sampling", not quiet)
+    place = dict(memory=memory, offload="cpu")
     try:
-        latents = generate(models, req, device=device, dtype=dtype, progress=bar, output="latents")
+        latents = generate(models, req, device=device, dtype=dtype, progress=bar, output="latents", **place)
         bar = ProgressBar("decoding", not quiet)
-        return decode(models.vae, latents, progress=bar)
+        return decode(models.vae, latents, progress=bar, device=device, **place)
     finally:
         bar.close()
 
@@ -155,10 +166,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = args.device or default_device()
     dtype = resolve_dtype(args.dtype, device)
     req = request_from_args(args, device)
-    models = load_models(args, dtype, device)
+    memory = MemoryPolicy(args.memory_mode, resident_blocks=args.resident_blocks)
+    models = load_models(args, dtype, device, memory)
     if args.scheduler is None and models.transformer.config.version == "V5":
         req = replace(req, scheduler="DDIM")  # V5 is a DDPM-family model; Flow is V5.1's
-    frames = render(models, req, device=device, dtype=dtype, quiet=args.quiet)
+    frames = render(models, req, device=device, dtype=dtype, quiet=args.quiet, memory=memory)
     print(media.write_video(frames, args.out))
     return 0
 

@@ -8,6 +8,7 @@ seed), so the same seed gives the same video as diffusers' pipelines.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
@@ -15,10 +16,13 @@ import torch.nn.functional as F
 
 from . import conditioning as C
 from .configs import Variant
+from .memory import MemoryPolicy, on_device, transformer_placement
 from .sampling import Conditioning, initial_noise, sample
 from .schedulers import build_scheduler
 from .transformer import EasyAnimateTransformer
 from .vae import MagvitVAE
+
+NO_OFFLOAD = MemoryPolicy()
 
 
 @dataclass(frozen=True)
@@ -130,9 +134,20 @@ def build_conditioning(models: Models, req: Request, latent_size, generator, til
     return Conditioning(init_latents=init, keep_mask=keep)
 
 
-def decode(vae: MagvitVAE, latents: torch.Tensor, tile=None, progress=None) -> torch.Tensor:
-    """Scaled latents [1, C, t, h, w] -> frames [T, H, W, 3] float32 in 0..1."""
-    video = vae.decode(latents.to(next(vae.parameters()).device) / vae.scaling_factor, tile=tile, progress=progress)
+def decode(
+    vae: MagvitVAE,
+    latents: torch.Tensor,
+    tile=None,
+    progress=None,
+    *,
+    memory: MemoryPolicy = NO_OFFLOAD,
+    device: torch.device | str | None = None,
+    offload: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Scaled latents [1, C, t, h, w] -> frames [T, H, W, 3] float32 in 0..1 (on ``device``, default the VAE's)."""
+    device = torch.device(device) if device is not None else next(vae.parameters()).device
+    with on_device(vae, device, torch.device(offload), memory):
+        video = vae.decode(latents.to(device) / vae.scaling_factor, tile=tile, progress=progress)
     return (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
 
 
@@ -146,34 +161,47 @@ def generate(
     should_stop: Callable[[], bool] | None = None,
     tile=None,
     output: str = "frames",
+    memory: MemoryPolicy = NO_OFFLOAD,
+    offload: torch.device | str = "cpu",
 ):
-    """Generate a video: frames [T, H, W, 3] in 0..1 (``output='latents'`` returns the scaled latents)."""
+    """Generate a video: frames [T, H, W, 3] in 0..1 (``output='latents'`` returns the scaled latents).
+
+    ``memory`` places the models for each stage (see memory.py): with an offloading policy each model is on
+    ``device`` only while it works and returns to ``offload`` afterwards; block swap streams blocks.
+    """
     C.check_size(req.width, req.height, req.frames)
     if models.text_encoder is None:
         raise ValueError("generation from a prompt needs a text encoder")
-    text = models.text_encoder.encode([req.prompt], device=device)
-    negative = models.text_encoder.encode([req.negative_prompt], device=device) if req.cfg > 1 else None
+    device, offload = torch.device(device), torch.device(offload)
+    with ExitStack() as stack:
+        for module in models.text_encoder.modules():
+            stack.enter_context(on_device(module, device, offload, memory))
+        text = models.text_encoder.encode([req.prompt], device=device)
+        negative = models.text_encoder.encode([req.negative_prompt], device=device) if req.cfg > 1 else None
     shape = C.latent_shape(models.vae, req.width, req.height, req.frames)
     noise, generator = initial_noise(shape, req.seed)
-    cond = build_conditioning(models, req, shape[2:], generator, tile=tile)
+    with on_device(models.vae, device, offload, memory):
+        cond = build_conditioning(models, req, shape[2:], generator, tile=tile)
     scheduler = build_scheduler(req.scheduler, models.scheduler_config, req.shift)
-    latents = sample(
-        models.transformer,
-        scheduler,
-        text,
-        negative,
-        noise,
-        steps=req.steps,
-        cfg=req.cfg,
-        guidance_rescale=req.guidance_rescale,
-        denoise=req.denoise,
-        cond=cond,
-        generator=generator,
-        device=device,
-        dtype=dtype,
-        progress=progress,
-        should_stop=should_stop,
-    )
+    with transformer_placement(models.transformer, device, offload, memory) as run_blocks:
+        latents = sample(
+            models.transformer,
+            scheduler,
+            text,
+            negative,
+            noise,
+            steps=req.steps,
+            cfg=req.cfg,
+            guidance_rescale=req.guidance_rescale,
+            denoise=req.denoise,
+            cond=cond,
+            generator=generator,
+            device=device,
+            dtype=dtype,
+            progress=progress,
+            should_stop=should_stop,
+            run_blocks=run_blocks,
+        )
     if output == "latents":
         return latents
-    return decode(models.vae, latents, tile=tile)
+    return decode(models.vae, latents, tile=tile, memory=memory, device=device, offload=offload)

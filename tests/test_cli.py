@@ -191,3 +191,19 @@ def test_demo_writes_its_files(ckpts, tmp_path, capsys):
         assert (out / name).is_file() and str(out / name) in printed
     assert frame_count(out / "image_to_video.mp4") == (5, (64, 48))
     assert load_checkpoint(out / ".tiny_models" / "V5.1-InP", dtype=torch.float32)[1].variant == "InP"
+
+
+@pytest.mark.parametrize(
+    "mode", [["--memory-mode", "model_offload"], ["--memory-mode", "block_swap", "--resident-blocks", "1"]]
+)
+def test_memory_modes_give_the_same_video(ckpts, api, tmp_path, mode):
+    out = tmp_path / "clip.npy"
+    assert gen(ckpts["T2V"], out, *mode) == 0
+    assert np.array_equal(np.load(out), generate(api["T2V"], Request(**REQUEST)).numpy())
+
+
+def test_fp8_memory_mode_stores_fp8_and_stays_close(ckpts, api, tmp_path):
+    out = tmp_path / "clip.npy"
+    assert gen(ckpts["T2V"], out, "--memory-mode", "fp8") == 0
+    got, expected = np.load(out), generate(api["T2V"], Request(**REQUEST)).numpy()
+    assert got.shape == expected.shape and 0 < np.abs(got - expected).mean() < 0.05  # fp8 rounding, not garbage
