@@ -11,7 +11,10 @@ not timed). Seconds per step are the median over the timed steps after one warm-
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +34,7 @@ from easyanimate_core.transformer import EasyAnimateTransformer  # noqa: E402
 PRESETS = {
     "12b": dict(num_attention_heads=48, attention_head_dim=64, num_layers=48, mmdit_layers=48, text_embed_dim=3584),
     "7b": dict(num_attention_heads=32, attention_head_dim=64, num_layers=48, mmdit_layers=48, text_embed_dim=3584),
+    "mid": dict(num_attention_heads=24, attention_head_dim=64, num_layers=4, mmdit_layers=4, text_embed_dim=3584),
     "tiny": dict(num_attention_heads=2, attention_head_dim=16, num_layers=2, mmdit_layers=2, text_embed_dim=32),
 }
 COMMON = dict(in_channels=16, out_channels=16, patch_size=2, time_embed_dim=512, add_norm_text_encoder=True)
@@ -88,7 +92,10 @@ def reset_peak(device: torch.device) -> None:
 
 
 def peak_gib(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    """Peak VRAM on CUDA; on the CPU the process's peak RSS (meaningful with --isolate: one run per process)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def run_ours(sd, kw, mode, size, args, device, dtype):
@@ -176,7 +183,11 @@ def main() -> None:
     p.add_argument("--attention", default="sdpa")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    p.add_argument("--isolate", action="store_true", help="each measurement in a fresh process (CPU peak RSS)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.isolate and not args.child:
+        return run_isolated(args)
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     kw = {**COMMON, **PRESETS[args.preset]}
@@ -196,9 +207,36 @@ def main() -> None:
                 except torch.OutOfMemoryError:
                     res[impl] = (float("nan"), float("inf"))
                 reset_peak(device)
+                if args.child:
+                    print(json.dumps({"s_it": res[impl][0], "peak": res[impl][1]}))
+                    return
             o, d = res.get("ours", (float("nan"),) * 2), res.get("diffusers", (float("nan"),) * 2)
             print(
                 f"| {'x'.join(map(str, size))} | {mode} | {o[0]:.3f} | {d[0]:.3f} | x{d[0] / o[0]:.2f} | {o[1]:.1f} | {d[1]:.1f} |",
+                flush=True,
+            )
+
+
+def run_isolated(args) -> None:
+    """The same table, every (size, mode, implementation) measured in a fresh child process."""
+    base = [sys.executable, __file__, "--child", "--preset", args.preset, "--steps", str(args.steps)]
+    base += ["--resident-blocks", str(args.resident_blocks), "--attention", args.attention]
+    base += ["--device", args.device, "--dtype", args.dtype]
+    unit = "GiB VRAM" if args.device.startswith("cuda") else "GiB RSS"
+    print(f"# preset {args.preset}, {args.dtype}, {args.steps} steps, CFG 6, device {args.device}, one process per run")
+    print(f"| size | mode | ours s/it | diffusers s/it | speed-up | ours peak {unit} | diffusers peak {unit} |")
+    print("|---|---|---|---|---|---|---|")
+    for size in args.size or ["384x672x49"]:
+        for mode in args.mode or ["none", "model_offload", "fp8", "block_swap"]:
+            res = {}
+            for impl in ("ours", "diffusers"):
+                cmd = base + ["--size", size, "--mode", mode, "--impl", impl]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                line = json.loads(out.strip().splitlines()[-1])
+                res[impl] = (line["s_it"], line["peak"])
+            o, d = res["ours"], res["diffusers"]
+            print(
+                f"| {size} | {mode} | {o[0]:.3f} | {d[0]:.3f} | x{d[0] / o[0]:.2f} | {o[1]:.2f} | {d[1]:.2f} |",
                 flush=True,
             )
 
