@@ -52,7 +52,7 @@ def ours_model(sd: dict, kw: dict) -> EasyAnimateTransformer:
     with torch.device("meta"):
         model = EasyAnimateTransformer(TransformerConfig.from_dict(kw))
     model.load_state_dict({k: v.clone() for k, v in sd.items()}, assign=True)
-    return model.eval()
+    return model.eval().requires_grad_(False)  # as loading.load_transformer returns it
 
 
 def embeds(kw: dict, dtype) -> PromptEmbeds:

@@ -71,6 +71,7 @@ def _cfg_batch(t: torch.Tensor | None, do_cfg: bool) -> torch.Tensor | None:
     return None if t is None else (torch.cat([t, t]) if do_cfg else t)
 
 
+@torch.no_grad()
 def sample(
     model: EasyAnimateTransformer,
     scheduler,
