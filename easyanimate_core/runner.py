@@ -153,6 +153,3 @@ def vae_encode(
     with on_device(vh.vae, device, offload, vh.memory):
         latents = C.encode_mode(vh.vae, video.to(device, vh.dtype), tile=tile, progress=progress)
     return latents.float().cpu()
-
-
-# --- helpers for hosts that build a run step by step (the ComfyUI nodes) ---------------------------
