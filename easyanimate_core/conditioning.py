@@ -96,8 +96,8 @@ def image_to_video(
 
 def add_reference_noise(video: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
     """Noise augmentation of the kept frames (InP models trained with it); blank (-1) pixels stay blank."""
-    noise = torch.randn(video.shape, generator=generator, dtype=video.dtype) * strength
-    return video + torch.where(video == -1, torch.zeros_like(noise), noise.to(video.device))
+    noise = (torch.randn(video.shape, generator=generator, dtype=video.dtype) * strength).to(video.device)
+    return video + torch.where(video == -1, torch.zeros_like(noise), noise)
 
 
 def inpaint_latents(

@@ -13,7 +13,7 @@ with device copies, so a model is unchanged after any error or interrupt.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -100,17 +100,39 @@ class BlockStreamer:
             event.record(self.stream)
         self.pending[i] = (copies, event)
 
+    def _take(self, i: int) -> dict[str, torch.Tensor]:
+        """Block ``i``'s device copies, ready for use on the current stream."""
+        copies, event = self.pending.pop(i)
+        if event is not None:
+            main = torch.cuda.current_stream(self.device)
+            main.wait_event(event)
+            # made on the side stream, used on this one: without this the allocator could hand their memory to the
+            # next prefetch while this block's kernels are still queued
+            for t in copies.values():
+                t.record_stream(main)
+        return copies
+
     def __call__(self, i: int, block: nn.Module, x, txt, temb, rope):
         if i < self.resident:
             return block(x, txt, temb, rope)
         self._fetch(i)
-        copies, event = self.pending.pop(i)
-        if event is not None:
-            torch.cuda.current_stream(self.device).wait_event(event)
+        copies = self._take(i)
         self._fetch(i + 1)  # overlap the next copy with this block's compute
         out = functional_call(block, copies, (x, txt, temb, rope))
         del copies
         return out
+
+
+def pin_blocks(blocks: Iterable[nn.Module]) -> None:
+    """Page-lock the CPU weights of streamed blocks (values unchanged), once per model.
+
+    Copies from pageable memory are staged through a driver buffer and block the host, so the side stream could not
+    overlap them with compute; from pinned memory they are true asynchronous DMA.
+    """
+    for block in blocks:
+        for p in block.parameters():
+            if p.device.type == "cpu" and not p.is_pinned():
+                p.data = p.data.pin_memory()
 
 
 @contextmanager
@@ -125,6 +147,8 @@ def transformer_placement(model: nn.Module, device: torch.device, offload: torch
     with on_device(model, device, offload, policy, keep=lambda name: name != "transformer_blocks"):
         for block in blocks[:resident]:
             block.to(device)
+        if policy.prefetch and device.type == "cuda":
+            pin_blocks(blocks[resident:])
         try:
             yield BlockStreamer(blocks, resident, device, policy.prefetch)
         finally:

@@ -7,6 +7,7 @@ from diffusers.pipelines.easyanimate.pipeline_easyanimate import rescale_noise_c
 from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_image_to_video_latent
 
 from easyanimate_core.checkpoint import load_checkpoint
+from easyanimate_core.conditioning import add_reference_noise
 from easyanimate_core.pipeline import Request, generate
 from easyanimate_core.sampling import Interrupted, rescale_guidance
 from easyanimate_core.schedulers import SCHEDULER_NAMES, build_scheduler, set_timesteps
@@ -141,3 +142,17 @@ def test_bad_input_is_a_clear_error(loaded, kw, message):
     req = Request(**{**dict(prompt=PROMPT, steps=2, cfg=1.0, **SIZE), "frames": 9, **kw})
     with pytest.raises(ValueError, match=message):
         generate(loaded["t2v"], req)
+
+
+def test_reference_noise_is_added_on_the_video_device():
+    """The noise comes from the CPU generator (reproducible across devices) but is added on the video's device.
+
+    The meta device stands in for CUDA: mixing the CPU noise into a CUDA video crashed image-to-video on a GPU.
+    """
+    video = torch.full((1, 3, 2, 4, 4), -1.0)
+    video[:, :, 0] = 0.5
+    out = add_reference_noise(video, 0.1, torch.Generator().manual_seed(0))
+    assert (out[:, :, 1] == -1).all()  # blank frames stay blank
+    assert 0 < (out[:, :, 0] - 0.5).abs().max() < 0.6  # kept frames get noise of the given strength
+    on_device = add_reference_noise(video.to("meta"), 0.1, torch.Generator().manual_seed(0))
+    assert on_device.device.type == "meta" and on_device.shape == video.shape
