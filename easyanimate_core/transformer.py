@@ -71,8 +71,16 @@ def rope_3d(head_dim: int, frames: int, height: int, width: int, device: torch.d
 
 
 def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
-    """Rotate interleaved pairs of ``x`` ``[B, H, L, D]`` by ``rope`` (``[L, D]`` each); math in float32."""
+    """Rotate interleaved pairs of ``x`` ``[B, H, L, D]`` by ``rope`` (``[L, D]`` each); math in float32.
+
+    Eagerly this is one complex multiply (3 passes over ``x`` instead of 8, same values); under torch.compile
+    the real-valued form, which the compiler fuses into one kernel.
+    """
     cos, sin = rope
+    if not torch.compiler.is_compiling():
+        turn = torch.complex(cos[:, ::2], sin[:, ::2])  # [L, D/2]: cos and sin are repeated per pair
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())  # [B, H, L, D/2]
+        return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
     pairs = x.unflatten(-1, (-1, 2))  # [B, H, L, D/2, 2]
     rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
     return (x.float() * cos + rotated.float() * sin).to(x.dtype)
@@ -117,8 +125,8 @@ class AdaNormZero(nn.Module):
 
     def forward(self, x: torch.Tensor, txt: torch.Tensor, temb: torch.Tensor):
         shift, scale, gate, t_shift, t_scale, t_gate = self.linear(F.silu(temb)).chunk(6, dim=1)
-        x = self.norm(x) * (1 + scale[:, None]) + shift[:, None]
-        txt = self.norm(txt) * (1 + t_scale[:, None]) + t_shift[:, None]
+        x = torch.addcmul(shift[:, None], self.norm(x), 1 + scale[:, None])
+        txt = torch.addcmul(t_shift[:, None], self.norm(txt), 1 + t_scale[:, None])
         return x, txt, gate[:, None], t_gate[:, None]
 
 
@@ -140,28 +148,40 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, txt: torch.Tensor, temb: torch.Tensor, rope: Rope):
         """``x`` [B, N, dim] video tokens, ``txt`` [B, L, dim] text tokens -> both updated."""
+        # two halves, so the attention temporaries are freed before the feed-forward's 4x-wide ones exist
+        x, txt = self._attend(x, txt, temb, rope)
+        return self._feed_forward(x, txt, temb)
+
+    def _attend(self, x: torch.Tensor, txt: torch.Tensor, temb: torch.Tensor, rope: Rope):
         n_txt = txt.shape[1]
         nx, ntxt, gate, t_gate = self.norm1(x, txt, temb)
         if self.attn2 is not None:  # multi-modal: separate projections per stream
             q, k, v = self.attn1.qkv(nx, self.heads)
             q, k = apply_rope(q, rope), apply_rope(k, rope)
             tq, tk, tv = self.attn2.qkv(ntxt, self.heads)
+            del nx, ntxt
             out = attention(torch.cat([tq, q], 2), torch.cat([tk, k], 2), torch.cat([tv, v], 2), self.attn_backend)
+            del q, k, v, tq, tk, tv
             a_txt, a_x = self.attn2.to_out[0](out[:, :n_txt]), self.attn1.to_out[0](out[:, n_txt:])
         else:  # single-stream: one set of projections over the joint sequence
             q, k, v = self.attn1.qkv(torch.cat([ntxt, nx], 1), self.heads)
+            del nx, ntxt
             q = torch.cat([q[:, :, :n_txt], apply_rope(q[:, :, n_txt:], rope)], 2)
             k = torch.cat([k[:, :, :n_txt], apply_rope(k[:, :, n_txt:], rope)], 2)
             out = self.attn1.to_out[0](attention(q, k, v, self.attn_backend))
+            del q, k, v
             a_txt, a_x = out[:, :n_txt], out[:, n_txt:]
-        x = x + gate * a_x
-        txt = txt + t_gate * a_txt
+        del out
+        return torch.addcmul(x, gate, a_x), torch.addcmul(txt, t_gate, a_txt)
 
+    def _feed_forward(self, x: torch.Tensor, txt: torch.Tensor, temb: torch.Tensor):
         nx, ntxt, gate, t_gate = self.norm2(x, txt, temb)
-        fx, ftxt = self.ff(nx), (self.txt_ff or self.ff)(ntxt)
+        fx = self.ff(nx)
+        del nx
+        ftxt = (self.txt_ff or self.ff)(ntxt)
         if self.norm3 is not None:
             fx, ftxt = self.norm3(fx), self.norm3(ftxt)
-        return x + gate * fx, txt + t_gate * ftxt
+        return torch.addcmul(x, gate, fx), torch.addcmul(txt, t_gate, ftxt)
 
 
 class TimestepMLP(nn.Module):
