@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -34,18 +35,24 @@ from easyanimate_core.transformer import EasyAnimateTransformer  # noqa: E402
 PRESETS = {
     "12b": dict(num_attention_heads=48, attention_head_dim=64, num_layers=48, mmdit_layers=48, text_embed_dim=3584),
     "7b": dict(num_attention_heads=32, attention_head_dim=64, num_layers=48, mmdit_layers=48, text_embed_dim=3584),
+    "12b-4": dict(num_attention_heads=48, attention_head_dim=64, num_layers=4, mmdit_layers=4, text_embed_dim=3584),
     "mid": dict(num_attention_heads=24, attention_head_dim=64, num_layers=4, mmdit_layers=4, text_embed_dim=3584),
     "tiny": dict(num_attention_heads=2, attention_head_dim=16, num_layers=2, mmdit_layers=2, text_embed_dim=32),
 }
 COMMON = dict(in_channels=16, out_channels=16, patch_size=2, time_embed_dim=512, add_norm_text_encoder=True)
 TEXT_LEN = 256
+REFERENCE: dict = {}  # ours, mode none: final latents per (size, steps)
 
 
-def random_state_dict(kw: dict, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def random_state_dict(kw: dict, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    """Random weights on the CPU; drawn on ``device`` (a 12B set takes minutes to draw on a CPU)."""
     with torch.device("meta"):
         model = EasyAnimateTransformer(TransformerConfig.from_dict(kw))
-    g = torch.Generator().manual_seed(0)
-    return {k: (torch.randn(v.shape, generator=g) * 0.02).to(dtype) for k, v in model.state_dict().items()}
+    g = torch.Generator(device).manual_seed(0)
+    return {
+        k: (torch.randn(v.shape, generator=g, device=device) * 0.02).to(dtype).cpu()
+        for k, v in model.state_dict().items()
+    }
 
 
 def ours_model(sd: dict, kw: dict) -> EasyAnimateTransformer:
@@ -108,16 +115,47 @@ def run_ours(sd, kw, mode, size, args, device, dtype):
                 p.data = p.data.to(torch.float8_e4m3fn)
     if mode == "none":
         model.to(device)
-    handle = TransformerHandle(model, dtype, policy, attention=args.attention)
+    handle = TransformerHandle(model, dtype, policy, attention=args.attention, compile=args.compile)
     clock = StepClock(device)
+    stats: dict = {}
+
+    def sample(steps: int, teacache: float, handle: TransformerHandle = handle) -> torch.Tensor:
+        return run_sampler(
+            handle, embeds(kw, dtype), (1, 16, (f - 1) // 4 + 1, h // 8, w // 8), steps=steps, cfg=6.0, seed=0,
+            scheduler="Flow", device=device, offload=torch.device("cpu"), progress=lambda i, n, x: clock(),
+            teacache=teacache, stats=stats,
+        )  # fmt: skip
+
+    key = (size, args.steps)
+    if args.compile and mode == "none":  # the eager output, to check the compiled one against
+        REFERENCE[key] = sample(args.steps, 0.0, handle.replace(compile=None)).float().cpu()
+    if args.compile:  # compiling is a one-off cost per shape: keep it out of the step times
+        t0 = time.perf_counter()
+        sample(1, 0.0)
+        print(f"# compile ({args.compile}) and first step: {time.perf_counter() - t0:.1f} s", flush=True)
     reset_peak(device)
     clock.times = [time.perf_counter()]
-    run_sampler(
-        handle, embeds(kw, dtype), (1, 16, (f - 1) // 4 + 1, h // 8, w // 8), steps=args.steps, cfg=6.0, seed=0,
-        scheduler="Flow", device=device, offload=torch.device("cpu"), progress=lambda i, n, x: clock(),
-    )  # fmt: skip
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            latents = sample(args.steps, args.teacache)
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=60))
+    else:
+        latents = sample(args.steps, args.teacache)
+    if args.teacache:  # with TeaCache the mean over all steps is what a user waits for
+        total = clock.times[-1] - clock.times[0]
+        print(f"# TeaCache {args.teacache}: skipped {stats.get('teacache_skipped')} calls, ran {stats.get('transformer_calls')}, "
+              f"mean {total / args.steps:.3f} s/it over {args.steps} steps", flush=True)  # fmt: skip
     result = clock.per_step(), peak_gib(device)
-    del model, handle
+    # every mode must give the output of "none" (fp8: close to it); a race in block streaming would show here
+    if key not in REFERENCE and mode == "none":
+        REFERENCE[key] = latents.float().cpu()
+    elif key in REFERENCE and not args.teacache:
+        ref = REFERENCE[key]
+        err = ((latents.float().cpu() - ref).norm() / ref.norm()).item()
+        what = f"{mode}{' compiled' if args.compile else ''}"
+        print(f"# ours {what} vs eager none at {'x'.join(map(str, size))}: relative difference {err:.2e}", flush=True)
     return result
 
 
@@ -181,6 +219,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--resident-blocks", type=int, default=24)
     p.add_argument("--attention", default="sdpa")
+    p.add_argument("--compile", default=None, help="torch.compile backend for ours (e.g. inductor)")
+    p.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold for ours")
+    p.add_argument("--profile", action="store_true", help="print the kernel table of ours (torch.profiler)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     p.add_argument("--isolate", action="store_true", help="each measurement in a fresh process (CPU peak RSS)")
@@ -191,7 +232,7 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     kw = {**COMMON, **PRESETS[args.preset]}
-    sd = random_state_dict(kw, dtype)
+    sd = random_state_dict(kw, dtype, device)
     sizes = [tuple(int(v) for v in s.split("x")) for s in (args.size or ["384x672x49"])]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"# preset {args.preset}, {args.dtype}, {args.steps} steps, CFG 6, device {name}")
@@ -206,6 +247,9 @@ def main() -> None:
                     res[impl] = fn(sd, kw, mode, size, args, device, dtype)
                 except torch.OutOfMemoryError:
                     res[impl] = (float("nan"), float("inf"))
+                except Exception:  # one broken configuration must not lose the rest of a long GPU run
+                    traceback.print_exc()
+                    res[impl] = (float("nan"), float("nan"))
                 reset_peak(device)
                 if args.child:
                     print(json.dumps({"s_it": res[impl][0], "peak": res[impl][1]}))
