@@ -67,8 +67,14 @@ class LayerNorm(nn.LayerNorm):
         self.fp32 = fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ref = x.float() if self.fp32 else x
-        y = F.layer_norm(ref, self.normalized_shape, cast_to(self.weight, ref), cast_to(self.bias, ref), self.eps)
+        # CUDA's kernel already computes half inputs in float32 and rounds once, so the upcast copy (three passes
+        # over x instead of one) only pays on the CPU, whose half kernel rounds differently
+        upcast = self.fp32 and x.dtype != torch.float32 and x.device.type != "cuda"
+        ref = x.float() if upcast else x
+        weight, bias = self.weight, self.bias
+        if self.fp32 and not upcast and weight is not None and weight.dtype != x.dtype:
+            ref = x.float()  # float32 affine parameters with a half input: keep them exact
+        y = F.layer_norm(ref, self.normalized_shape, cast_to(weight, ref), cast_to(bias, ref), self.eps)
         return y.to(x.dtype)
 
 
