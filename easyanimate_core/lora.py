@@ -21,7 +21,7 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -237,11 +237,14 @@ def applied(
     device: torch.device,
     dtype: torch.dtype,
     store: torch.device | None = None,
+    streamed: Callable[[str], bool] | None = None,
 ) -> Iterator[None]:
     """Attach ``loras`` ((lora, strength) pairs) as side branches of their layers for the ``with`` block.
 
     The converted tensors are cached on each :class:`LoadedLora` on ``store`` (default ``device``); with
-    another ``store`` (offloading policies) they are copied to ``device`` for the run and dropped after it.
+    another ``store`` (offloading policies) they are copied to ``device`` for the run and dropped after it,
+    except for layers where ``streamed(name)`` is true (block swap's streamed blocks): their branches stay on
+    ``store`` (page-locked when ``device`` is CUDA) and reach the device with the layer's call, like its weights.
     Everything is detached in ``finally``; the stored weights are never touched.
     """
     device = torch.device(device)
@@ -256,7 +259,10 @@ def applied(
             if target not in targets:
                 raise ValueError(f"LoRA {lora.name!r} patches layer {target!r}, which this transformer doesn't have")
             down, up = _fit(lora.name, target, targets[target], *tensors[target])
-            if store != device:
+            if store != device and streamed is not None and streamed(target):
+                if device.type == "cuda" and store.type == "cpu":
+                    down, up = down.pin_memory(), up.pin_memory()
+            elif store != device:
                 down, up = down.to(device, non_blocking=True), up.to(device, non_blocking=True)
             branches.setdefault(target, []).append((down, up, strength * patch.scale))
     previous = {}

@@ -79,7 +79,7 @@ def run_sampler(
     lora_store = offload if handle.memory.offloads else device  # where converted LoRA tensors wait between runs
     with (
         transformer_placement(model, device, offload, handle.memory) as run_blocks,
-        lora.applied(model, handle.loras, device, handle.dtype, store=lora_store),
+        lora.applied(model, handle.loras, device, handle.dtype, store=lora_store, streamed=streamed_layer(handle)),
     ):
         latents = sample(
             model,
@@ -101,6 +101,19 @@ def run_sampler(
             stats=stats,
         )
     return latents.cpu()
+
+
+def streamed_layer(handle: TransformerHandle) -> Callable[[str], bool] | None:
+    """With block swap, whether a layer name belongs to a block streamed in for its turn (else None)."""
+    if handle.memory.mode != "block_swap":
+        return None
+    resident = handle.memory.resident_blocks
+
+    def streamed(name: str) -> bool:
+        parts = name.split(".")
+        return parts[0] == "transformer_blocks" and int(parts[1]) >= resident
+
+    return streamed
 
 
 def compiled_blocks(handle: TransformerHandle, run_blocks):

@@ -16,7 +16,7 @@ from easyanimate_core.configs import TransformerConfig
 from easyanimate_core.handles import PromptEmbeds, TransformerHandle
 from easyanimate_core.keys import transformer_to_diffusers
 from easyanimate_core.memory import MemoryPolicy
-from easyanimate_core.runner import run_sampler
+from easyanimate_core.runner import run_sampler, streamed_layer
 from easyanimate_core.sampling import Interrupted
 from easyanimate_core.testing.transformer import tiny_transformer_config, tiny_transformer_state_dict
 from easyanimate_core.text import TextEmbeds
@@ -218,6 +218,28 @@ def test_block_swap_runs_the_branches_through_functional_call(model):
     got = run(handle)  # BlockStreamer on the CPU: every block runs from copies via functional_call
     assert_bit_identical(model, before)
     torch.testing.assert_close(got, run(plain(merged(model, (lw, 1.0)))), **TOL)
+
+
+def test_block_swap_leaves_streamed_blocks_branches_on_the_store(model):
+    """Streamed blocks' branches wait on the offload device and travel with the block's call; resident layers'
+    branches go to the compute device for the run (the meta device stands in for CUDA)."""
+    lora = L.parse_lora(kohya(random_lora(model, seed=12, targets=TARGETS)), model)
+    handle = L.with_lora(plain(model, memory=MemoryPolicy("block_swap", resident_blocks=1)), lora, 1.0)
+    meta = torch.device("meta")
+    with L.applied(model, handle.loras, meta, torch.float32, store=CPU, streamed=streamed_layer(handle)):
+        devices = {
+            name: m.lora_branches[0][0].device.type for name, m in L.lora_targets(model).items() if m.lora_branches
+        }
+    assert devices == {
+        "transformer_blocks.0.attn1.to_q": "meta",  # block 0 is resident
+        "transformer_blocks.0.attn2.to_out.0": "meta",
+        "transformer_blocks.0.norm1.linear": "meta",
+        "transformer_blocks.1.attn2.to_k": "cpu",  # block 1 is streamed
+        "transformer_blocks.1.ff.net.0.proj": "cpu",
+        "proj": "meta",
+        "proj_out": "meta",
+    }
+    assert L.attached(model) == {}
 
 
 def test_interrupt_and_errors_leave_weights_and_no_branches(model):
