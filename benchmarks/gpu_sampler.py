@@ -140,7 +140,8 @@ def run_ours(sd, kw, mode, size, args, device, dtype):
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             latents = sample(args.steps, args.teacache)
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=60))
+        key = "cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=30, max_name_column_width=60))
     else:
         latents = sample(args.steps, args.teacache)
     if args.teacache:  # with TeaCache the mean over all steps is what a user waits for
