@@ -7,16 +7,30 @@ masks to the generation size, and runs the VAE under the handle's memory policy.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from . import conditioning as C
 from .configs import TransformerConfig, Variant
 from .handles import VAEHandle
 from .memory import on_device
-from .pipeline import fit_image
 from .sampling import Conditioning, initial_noise
 from .vae import VAETiling
 
 VAE_SPATIAL, VAE_TEMPORAL = 8, 4  # compression of the EasyAnimate V5/V5.1 MagViT VAE
+
+
+def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """[..., 3, H, W] 0..1 -> [..., 3, height, width] in -1..1: scaled to cover, centre-cropped."""
+    lead = image.shape[:-3]
+    x = image.reshape(-1, *image.shape[-3:]).float()
+    h, w = x.shape[-2:]
+    if (h, w) != (height, width):
+        scale = max(height / h, width / w)
+        nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        top, left = (nh - height) // 2, (nw - width) // 2
+        x = x[..., top : top + height, left : left + width]
+    return (x * 2 - 1).reshape(*lead, 3, height, width)
 
 
 def latent_shape_for(cfg: TransformerConfig, width: int, height: int, frames: int, batch: int = 1) -> tuple[int, ...]:
@@ -195,8 +209,8 @@ def inpaint_video_conditioning(
     if inpaint is not None:
         return Conditioning(inpaint=inpaint.float().cpu(), init_latents=init), init
     keep_mask = None
-    if keep is not None:  # as pipeline.build_conditioning: the pixel mask on the latent grid
-        keep_mask = torch.nn.functional.interpolate(keep, size=shape[2:], mode="trilinear", align_corners=True)
+    if keep is not None:  # the pixel mask on the latent grid
+        keep_mask = F.interpolate(keep, size=shape[2:], mode="trilinear", align_corners=True)
     return Conditioning(init_latents=init, keep_mask=keep_mask), init
 
 

@@ -12,11 +12,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
+from . import builders
 from . import conditioning as C
+from .builders import fit_image
 from .configs import Variant
+from .handles import VAEHandle
 from .memory import MemoryPolicy, on_device, transformer_placement
+from .runner import vae_decode
 from .sampling import Conditioning, initial_noise, sample
 from .schedulers import build_scheduler
 from .transformer import EasyAnimateTransformer
@@ -60,78 +63,78 @@ class Models:
     extras: dict = field(default_factory=dict)
 
 
-def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """[..., 3, H, W] 0..1 -> [..., 3, height, width] in -1..1: scaled to cover, centre-cropped."""
-    lead = image.shape[:-3]
-    x = image.reshape(-1, *image.shape[-3:]).float()
-    h, w = x.shape[-2:]
-    if (h, w) != (height, width):
-        scale = max(height / h, width / w)
-        nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-        top, left = (nh - height) // 2, (nw - width) // 2
-        x = x[..., top : top + height, left : left + width]
-    return (x * 2 - 1).reshape(*lead, 3, height, width)
-
-
 def fit_video(video: torch.Tensor, width: int, height: int, frames: int) -> torch.Tensor:
     """[3, T, H, W] 0..1 -> [1, 3, frames, height, width] -1..1 (too few frames is an error)."""
+    return builders.frames_to_video(_first_frames(video, frames, "input video"), width, height, frames)
+
+
+def _first_frames(video: torch.Tensor, frames: int, what: str) -> torch.Tensor:
+    """The first ``frames`` frames of a [3, T, H, W] video as IMAGE frames [frames, H, W, 3]."""
     if video.shape[1] < frames:
-        raise ValueError(f"the input video has {video.shape[1]} frames but {frames} are requested; lower frames")
-    x = fit_image(video[:, :frames].transpose(0, 1), width, height)  # [T, 3, H, W]
-    return x.transpose(0, 1)[None]
+        raise ValueError(f"the {what} has {video.shape[1]} frames but {frames} are requested; lower frames")
+    return video[:, :frames].permute(1, 2, 3, 0)
 
 
-def build_conditioning(models: Models, req: Request, latent_size, generator, tile=None) -> Conditioning:
-    cfg, vae = models.transformer.config, models.vae
-    w, h, n = req.width, req.height, req.frames
-    variant = cfg.variant
-    video = fit_video(req.video, w, h, n) if req.video is not None else None
-    mask = None
-    if req.mask is not None:
-        if video is None:
-            raise ValueError("an inpaint mask needs an input video")
-        mask = (F.interpolate(req.mask[None, None].float(), size=(n, h, w), mode="nearest") > 0.5).float()
+def build_conditioning(
+    models: Models,
+    req: Request,
+    *,
+    device: torch.device,
+    offload: torch.device,
+    memory: MemoryPolicy = NO_OFFLOAD,
+    tile=None,
+) -> Conditioning:
+    """The request's conditioning, built by the same functions as the nodes' (``builders``)."""
+    cfg = models.transformer.config
+    variant, (w, h, n) = cfg.variant, (req.width, req.height, req.frames)
+    vh = VAEHandle(models.vae, next(models.vae.parameters()).dtype, memory)
+    place = dict(device=device, offload=offload, tile=tile)
+    if req.mask is not None and req.video is None:
+        raise ValueError("an inpaint mask needs an input video")
     if req.start_image is not None or req.end_image is not None:
         if variant != Variant.INP:
             raise ValueError(f"start/end images need an InP checkpoint; this one is {variant.value}")
-        if video is not None:
+        if req.video is not None:
             raise ValueError("give either start/end images or an input video, not both")
-        start = fit_image(req.start_image, w, h)[None] if req.start_image is not None else None
-        end = fit_image(req.end_image, w, h)[None] if req.end_image is not None else None
-        video, mask = C.image_to_video(start, end, n)
-    init = None
-    if req.denoise < 1.0:
-        if video is None:
+        cond = builders.image_to_video_conditioning(
+            vh, cfg, req.start_image, req.end_image, w, h, n, noise_aug_strength=req.noise_aug_strength,
+            seed=req.seed, **place,
+        )  # fmt: skip
+        if req.denoise < 1.0:
             raise ValueError("denoise below 1 needs an input video (video-to-video)")
-        init = C.encode_mode(models.vae, video, tile=tile)
-    if video is not None and mask is None and req.denoise >= 1.0:
+        return cond
+    if req.video is None and req.denoise < 1.0:
+        raise ValueError("denoise below 1 needs an input video (video-to-video)")
+    if req.video is not None and req.mask is None and req.denoise >= 1.0:
         raise ValueError("an input video with denoise 1 would be ignored; lower denoise or add a mask")
-    if variant == Variant.INP:
-        inpaint = C.inpaint_latents(
-            vae,
-            cfg,
-            video,
-            mask,
-            latent_size,
-            noise_aug_strength=req.noise_aug_strength,
-            generator=generator,
-            tile=tile,
-        )
-        return Conditioning(inpaint=inpaint, init_latents=init)
     if variant in (Variant.CONTROL, Variant.CAMERA):
-        control = fit_video(req.control_video, w, h, n) if req.control_video is not None else None
-        ref = fit_image(req.ref_image, w, h)[None] if req.ref_image is not None else None
-        camera = req.camera[None] if req.camera is not None else None
-        return Conditioning(
-            control=C.control_latents(vae, cfg, control, ref, latent_size, camera=camera, tile=tile), init_latents=init
-        )
+        return _control_conditioning(vh, cfg, req, place)
     if req.control_video is not None or req.camera is not None:
         raise ValueError(f"a control video or camera path needs a Control checkpoint; this one is {variant.value}")
-    keep = None
-    if mask is not None:
-        keep = F.interpolate(mask, size=latent_size, mode="trilinear", align_corners=True)
-    return Conditioning(init_latents=init, keep_mask=keep)
+    if req.video is None:
+        return Conditioning()  # InP checkpoints get zero conditioning channels in sampler_conditioning
+    frames = _first_frames(req.video, n, "input video")
+    mask = req.mask[:n] if req.mask is not None and req.mask.ndim == 3 else req.mask
+    cond, _ = builders.inpaint_video_conditioning(
+        vh, cfg, frames, mask, w, h, n, noise_aug_strength=req.noise_aug_strength, seed=req.seed, **place
+    )
+    return cond
+
+
+def _control_conditioning(vh: VAEHandle, cfg, req: Request, place: dict) -> Conditioning:
+    """Control / Control-Camera: control video (zeros without one) or camera path, optional ref image, and the
+    input video's latents for video-to-video."""
+    w, h, n = req.width, req.height, req.frames
+    control = fit_video(req.control_video, w, h, n) if req.control_video is not None else None
+    ref = fit_image(req.ref_image, w, h)[None] if req.ref_image is not None else None
+    camera = req.camera[None] if req.camera is not None else None
+    latent_size = C.latent_shape(vh.vae, w, h, n)[2:]
+    with on_device(vh.vae, place["device"], place["offload"], vh.memory):
+        latents = C.control_latents(vh.vae, cfg, control, ref, latent_size, camera=camera, tile=place["tile"])
+        init = None
+        if req.video is not None:  # video-to-video on a Control checkpoint starts from the video's latents
+            init = C.encode_mode(vh.vae, fit_video(req.video, w, h, n), tile=place["tile"]).float().cpu()
+    return Conditioning(control=latents.float().cpu(), init_latents=init)
 
 
 def decode(
@@ -144,11 +147,11 @@ def decode(
     device: torch.device | str | None = None,
     offload: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Scaled latents [1, C, t, h, w] -> frames [T, H, W, 3] float32 in 0..1 (on ``device``, default the VAE's)."""
+    """Scaled latents [1, C, t, h, w] -> frames [T, H, W, 3] float32 in 0..1 on the CPU (decoded on ``device``,
+    default the VAE's)."""
     device = torch.device(device) if device is not None else next(vae.parameters()).device
-    with on_device(vae, device, torch.device(offload), memory):
-        video = vae.decode(latents.to(device) / vae.scaling_factor, tile=tile, progress=progress)
-    return (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
+    vh = VAEHandle(vae, next(vae.parameters()).dtype, memory)
+    return vae_decode(vh, latents, device, torch.device(offload), tile=tile, progress=progress)
 
 
 def generate(
@@ -180,8 +183,8 @@ def generate(
         negative = models.text_encoder.encode([req.negative_prompt], device=device) if req.cfg > 1 else None
     shape = C.latent_shape(models.vae, req.width, req.height, req.frames)
     noise, generator = initial_noise(shape, req.seed)
-    with on_device(models.vae, device, offload, memory):
-        cond = build_conditioning(models, req, shape[2:], generator, tile=tile)
+    cond = build_conditioning(models, req, device=device, offload=offload, memory=memory, tile=tile)
+    cond = builders.sampler_conditioning(models.transformer.config, shape, cond)
     scheduler = build_scheduler(req.scheduler, models.scheduler_config, req.shift)
     with transformer_placement(models.transformer, device, offload, memory) as run_blocks:
         latents = sample(

@@ -156,3 +156,22 @@ def test_reference_noise_is_added_on_the_video_device():
     assert 0 < (out[:, :, 0] - 0.5).abs().max() < 0.6  # kept frames get noise of the given strength
     on_device = add_reference_noise(video.to("meta"), 0.1, torch.Generator().manual_seed(0))
     assert on_device.device.type == "meta" and on_device.shape == video.shape
+
+
+def test_t2v_inpainting_at_full_denoise_keeps_the_unmasked_latents(loaded):
+    """T2V + video + mask at denoise 1: the kept half is the video's latents exactly, the masked half is new.
+
+    (The engine API used to raise here: it encoded the video only for denoise < 1, but the keep mask needs it.)
+    """
+    from easyanimate_core.conditioning import encode_mode
+    from easyanimate_core.pipeline import fit_video
+
+    models = loaded["t2v"]
+    video = torch.rand(3, 9, 48, 64, generator=torch.Generator().manual_seed(6))
+    mask = torch.zeros(9, 48, 64)
+    mask[..., 32:] = 1  # regenerate the right half
+    req = Request(prompt=PROMPT, steps=3, cfg=1.0, seed=2, video=video, mask=mask, denoise=1.0, **SIZE)
+    out = generate(models, req, output="latents")
+    init = encode_mode(models.vae, fit_video(video, 64, 48, 9))
+    torch.testing.assert_close(out[..., :3], init[..., :3], atol=1e-6, rtol=0)  # latent columns 0-2: kept
+    assert (out[..., 5:] - init[..., 5:]).abs().mean() > 0.1  # latent columns 5-7: generated
