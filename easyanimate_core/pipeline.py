@@ -47,7 +47,7 @@ class Request:
     start_image: torch.Tensor | None = None
     end_image: torch.Tensor | None = None
     video: torch.Tensor | None = None
-    mask: torch.Tensor | None = None  # [T, H, W] 0..1, 1 = regenerate
+    mask: torch.Tensor | None = None  # [H, W] or [T, H, W] (T = 1 or frames) 0..1, 1 = regenerate
     control_video: torch.Tensor | None = None
     ref_image: torch.Tensor | None = None
     camera: torch.Tensor | None = None  # Plücker embedding [6, T, H, W] at the generation size
