@@ -17,9 +17,10 @@ if NODE is None:  # the editor is part of the product: no silent skip (make test
     raise RuntimeError("Node.js (node) is needed for the trajectory editor tests: apt-get install nodejs")
 
 
-def run_js(body: str):
-    """Run an ES-module snippet with the maths module imported as M; it prints JSON, returned parsed."""
-    script = f"import * as M from {json.dumps((WEB / 'trajectory_math.js').as_uri())};\n{body}"
+def run_js(body: str, module: str = "trajectory_math.js"):
+    """Run an ES-module snippet with a web module (default the maths) imported as M; it prints JSON, returned
+    parsed."""
+    script = f"import * as M from {json.dumps((WEB / module).as_uri())};\n{body}"
     done = subprocess.run(
         [NODE, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60, check=False
     )
@@ -83,6 +84,16 @@ def test_editor_json_is_what_the_node_parses():
     assert len(tracks) == 2 and len(tracks[0]) == 9
     assert tracks[0][0] == (0.1, 0.125) and tracks[0][-1] == (0.9, 0.875)
     assert json.loads(text)[1] == [{"x": 0.33, "y": 0.67}]
+
+
+def test_imported_tracks_are_read_like_tracks_json():
+    """tracks_json written elsewhere: a list of tracks, one bare track, or JSON inside a JSON string; points
+    without finite x and y are dropped; anything else is no tracks (the editor then shows none)."""
+    track = [{"x": 1, "y": 2}, {"x": "a", "y": 3}, {"x": 4.5, "y": 6}]
+    values = [json.dumps([track]), json.dumps(track), json.dumps(json.dumps([track, track])), "not json", "", "7"]
+    got = run_js(f"console.log(JSON.stringify({json.dumps(values)}.map(M.parseImportedTracks)))", "trajectory_draw.js")
+    kept = [{"x": 1, "y": 2}, {"x": 4.5, "y": 6}]
+    assert got == [[kept], [kept], [kept, kept], [], [], []]
 
 
 def test_editor_module_parses(tmp_path):
@@ -184,8 +195,8 @@ def test_editor_runs_with_a_stub_dom(tmp_path):
     (tmp_path / "scripts" / "api.js").write_text("export const api = { apiURL: (p) => p };\n")
     pack = tmp_path / "extensions" / "pack"  # ComfyUI serves WEB_DIRECTORY at /extensions/<pack>/
     pack.mkdir(parents=True)
-    for name in ("trajectory_editor.js", "trajectory_math.js"):
-        shutil.copy(WEB / name, pack / name)
+    for path in WEB.glob("*.js"):
+        shutil.copy(path, pack / path.name)
     (tmp_path / "run.mjs").write_text(EDITOR_SCRIPT)
     done = subprocess.run([NODE, str(tmp_path / "run.mjs")], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr

@@ -10,37 +10,13 @@
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { HINT_PX, TOOLBAR_PX, addStyleOnce, drawTrajectories, parseImportedTracks } from "./trajectory_draw.js";
 import { trackFromControlPoints, tracksToJSON } from "./trajectory_math.js";
 
 const NODE_NAME = "EasyAnimateTrajectory";
 const POINTS_PROPERTY = "easyanimate_trajectory_points";
-const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]; // as the Python preview
 const HIT_RADIUS_PX = 9; // screen pixels within which a click grabs an existing point
 const HISTORY_LIMIT = 100;
-const TOOLBAR_PX = 30;
-const HINT_PX = 18;
-
-const STYLE = `
-.easyanimate-trajectory { display: flex; flex-direction: column; gap: 4px; width: 100%; height: 100%;
-  box-sizing: border-box; font: 11px sans-serif; color: var(--input-text, #ddd); }
-.easyanimate-trajectory .toolbar { display: flex; gap: 4px; align-items: center; height: ${TOOLBAR_PX - 4}px; }
-.easyanimate-trajectory button { background: var(--comfy-input-bg, #222); color: inherit; cursor: pointer;
-  border: 1px solid var(--border-color, #555); border-radius: 4px; padding: 2px 8px; font: inherit; }
-.easyanimate-trajectory .status { margin-left: auto; opacity: 0.8; white-space: nowrap; }
-.easyanimate-trajectory .stage { flex: 1; min-height: 0; display: flex; align-items: center;
-  justify-content: center; overflow: hidden; }
-.easyanimate-trajectory canvas { cursor: crosshair; outline: none; border: 1px solid var(--border-color, #555); }
-.easyanimate-trajectory .hint { height: ${HINT_PX}px; opacity: 0.6; overflow: hidden; white-space: nowrap; }
-`;
-
-function addStyleOnce() {
-  if (document.getElementById("easyanimate-trajectory-style")) return;
-  const style = document.createElement("style");
-  style.id = "easyanimate-trajectory-style";
-  style.textContent = STYLE;
-  document.head.appendChild(style);
-}
-
 /** Call `callback` after the original method (if any), keeping its return value. */
 function chainCallback(object, property, callback) {
   const original = object[property];
@@ -345,18 +321,6 @@ class TrajectoryEditor {
     return TOOLBAR_PX + HINT_PX + Math.min(800, Math.max(120, (width * h) / w)) + 8;
   }
 
-  importedTracks() {
-    // tracks_json written elsewhere (pasted KJNodes coordinates): shown, not editable
-    try {
-      let data = JSON.parse(this.widget("tracks_json")?.value || "[]");
-      if (typeof data === "string") data = JSON.parse(data);
-      if (Array.isArray(data) && data.length && !Array.isArray(data[0])) data = [data];
-      return Array.isArray(data) ? data.filter(Array.isArray) : [];
-    } catch {
-      return [];
-    }
-  }
-
   redraw() {
     const { w, h } = this.refSize();
     if (this.canvas.width !== w || this.canvas.height !== h) {
@@ -364,43 +328,12 @@ class TrajectoryEditor {
       this.canvas.height = h;
     }
     this.fit();
-    const ctx = this.ctx;
-    const unit = Math.max(1, Math.max(w, h) / 300); // line widths and dots scale with the reference size
-    ctx.fillStyle = "#808080";
-    ctx.fillRect(0, 0, w, h);
-    if (this.image) ctx.drawImage(this.image, 0, 0, w, h);
-
     const frames = this.frames();
     const editable = this.tracks.some((t) => t.length);
     const curves = editable
       ? this.tracks.map((t) => trackFromControlPoints(t, frames, w, h))
-      : this.importedTracks().map((t) => t.filter((p) => Number.isFinite(p?.x) && Number.isFinite(p?.y)));
-    curves.forEach((curve, t) => {
-      if (!curve.length) return;
-      const colour = COLOURS[t % COLOURS.length];
-      ctx.strokeStyle = colour;
-      ctx.fillStyle = colour;
-      ctx.lineWidth = 2 * unit;
-      ctx.setLineDash(editable ? [] : [6 * unit, 4 * unit]);
-      ctx.beginPath();
-      curve.forEach((p, i) => (i ? ctx.lineTo(p.x, p.y) : ctx.moveTo(p.x, p.y)));
-      ctx.stroke();
-      for (const p of curve) ctx.fillRect(p.x - unit, p.y - unit, 2 * unit, 2 * unit); // one dot per frame
-      ctx.beginPath();
-      ctx.arc(curve[0].x, curve[0].y, 4 * unit, 0, 2 * Math.PI); // start
-      ctx.fill();
-    });
-    ctx.setLineDash([]);
-
-    this.tracks.forEach((track, t) => {
-      ctx.strokeStyle = t === this.current ? "#ffffff" : COLOURS[t % COLOURS.length];
-      ctx.lineWidth = (t === this.current ? 2 : 1.5) * unit;
-      for (const p of track) {
-        ctx.beginPath();
-        ctx.arc(p.x, p.y, 6 * unit, 0, 2 * Math.PI);
-        ctx.stroke();
-      }
-    });
+      : parseImportedTracks(this.widget("tracks_json")?.value);
+    drawTrajectories(this.ctx, { w, h, image: this.image, curves, editable, tracks: this.tracks, current: this.current });
 
     const count = this.tracks.filter((t) => t.length).length;
     this.status.textContent = editable
