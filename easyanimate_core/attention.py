@@ -10,8 +10,13 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("sdpa", "flash", "sage")
-_PACKAGES = {"flash": "flash_attn", "sage": "sageattention"}
+BACKENDS = ("sdpa", "flash", "flash3", "sage")
+_PACKAGES = {"flash": "flash_attn", "flash3": "flash_attn_interface", "sage": "sageattention"}
+_INSTALL = {
+    "flash": "pip install flash-attn",
+    "flash3": "build FlashAttention 3 from the hopper/ folder of Dao-AILab/flash-attention; H100/H200 only",
+    "sage": "pip install sageattention",
+}
 
 
 def available_backends() -> list[str]:
@@ -27,7 +32,7 @@ def check_backend(backend: str) -> None:
     if pkg is not None and importlib.util.find_spec(pkg) is None:
         raise ValueError(
             f"attention backend {backend!r} needs the Python package {pkg!r}, which is not installed; "
-            f"install it (pip install {pkg.replace('_', '-')}) or choose 'sdpa'"
+            f"install it ({_INSTALL[backend]}) or choose 'sdpa'"
         )
 
 
@@ -40,6 +45,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = 
 
         # flash-attn wants [B, L, H, D]
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    elif backend == "flash3":
+        from flash_attn_interface import flash_attn_func as flash3_func
+
+        out = flash3_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = (out[0] if isinstance(out, tuple) else out).transpose(1, 2)  # some releases also return the LSE
     elif backend == "sage":
         from sageattention import sageattn
 

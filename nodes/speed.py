@@ -30,9 +30,11 @@ class EasyAnimateSpeedOptions:
                     list(BACKENDS),
                     {
                         "default": "sdpa",
-                        "tooltip": "sdpa: PyTorch's scaled_dot_product_attention (always available). flash: "
-                        "flash-attn 2 (pip install flash-attn). sage: SageAttention (pip install sageattention), "
-                        "quantised attention, fastest on RTX 30/40 and H100 at a small quality cost.",
+                        "tooltip": "sdpa: PyTorch's scaled_dot_product_attention (always available; on H100/H200 "
+                        "it already uses cuDNN's fast kernel). flash: flash-attn 2 (pip install flash-attn). flash3: "
+                        "FlashAttention 3 (flash_attn_interface, built from flash-attention's hopper/ folder; "
+                        "H100/H200). sage: SageAttention (pip install sageattention), quantised attention, fastest "
+                        "on RTX 30/40 at a small quality cost.",
                     },
                 ),
                 "compile": (

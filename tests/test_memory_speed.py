@@ -1,5 +1,7 @@
 """Memory modes, TeaCache and attention backends: each gives the output of the plain run (or a stated tolerance)."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -111,10 +113,47 @@ def test_attention_backends():
     assert attention(q, q, q, "sdpa").shape == (1, 5, 16)
     with pytest.raises(ValueError, match="unknown attention backend"):
         check_backend("xformers2")
-    for name in ("flash", "sage"):
+    for name in ("flash", "flash3", "sage"):
         if name not in available_backends():
             with pytest.raises(ValueError, match="not installed"):
                 check_backend(name)
+
+
+def fake_attention_packages(monkeypatch, calls: list) -> None:
+    """Stand-ins for flash-attn 2, FlashAttention 3 and SageAttention with their real calling conventions
+    (flash: [B, L, H, D] in and out; FA3 releases that also return the LSE; sage: tensor_layout="HND"),
+    computing with SDPA, so the backends' layout handling is checked against sdpa itself."""
+    import types
+
+    def blhd(q, k, v, **kw):
+        assert not kw.get("causal", False)
+        calls.append(q.shape)
+        out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return out.transpose(1, 2)
+
+    def hnd(q, k, v, tensor_layout="NHD", is_causal=False):
+        assert tensor_layout == "HND" and not is_causal
+        calls.append(q.shape)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    modules = {
+        "flash_attn": types.SimpleNamespace(flash_attn_func=blhd),
+        "flash_attn_interface": types.SimpleNamespace(flash_attn_func=lambda *a, **kw: (blhd(*a, **kw), None)),
+        "sageattention": types.SimpleNamespace(sageattn=hnd),
+    }
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+@pytest.mark.parametrize("backend", ["flash", "flash3", "sage"])
+def test_optional_backends_equal_sdpa(monkeypatch, backend):
+    calls = []
+    fake_attention_packages(monkeypatch, calls)
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=g) for _ in range(3))  # [B, H, L, D]
+    torch.testing.assert_close(attention(q, k, v, backend), attention(q, k, v, "sdpa"))
+    expected = (2, 3, 7, 8) if backend == "sage" else (2, 7, 3, 8)  # the layout each package is called with
+    assert calls == [expected]
 
 
 def run_handle(handle, **kw):
