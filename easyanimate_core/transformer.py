@@ -79,7 +79,10 @@ def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
     cos, sin = rope
     if not torch.compiler.is_compiling():
         turn = torch.complex(cos[:, ::2], sin[:, ::2])  # [L, D/2]: cos and sin are repeated per pair
-        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())  # [B, H, L, D/2]
+        pairs = x.float().unflatten(-1, (-1, 2))  # keeps x's layout: [B, L, H, D] memory seen as [B, H, L, D]
+        if pairs.stride(-1) != 1 or any(st % 2 for st in pairs.stride()[:-1]):
+            pairs = pairs.contiguous()  # view_as_complex needs (re, im) pairs adjacent and aligned
+        pairs = torch.view_as_complex(pairs)  # [B, H, L, D/2]
         return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)
     pairs = x.unflatten(-1, (-1, 2))  # [B, H, L, D/2, 2]
     rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
@@ -97,9 +100,10 @@ class Projections(nn.Module):
         self.to_out = nn.ModuleList([ops.Linear(dim, dim)])
 
     def qkv(self, x: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``[B, L, dim] -> 3 x [B, heads, L, head_dim]``."""
-        q, k, v = (p(x).unflatten(2, (heads, -1)).transpose(1, 2) for p in (self.to_q, self.to_k, self.to_v))
-        return self.norm_q(q), self.norm_k(k), v
+        """``[B, L, dim] -> 3 x [B, heads, L, head_dim]`` (views of ``[B, L, heads, head_dim]`` tensors)."""
+        q, k, v = (p(x).unflatten(2, (heads, -1)) for p in (self.to_q, self.to_k, self.to_v))
+        # normalise while the heads are still contiguous: on the transposed view LayerNorm would copy first
+        return self.norm_q(q).transpose(1, 2), self.norm_k(k).transpose(1, 2), v.transpose(1, 2)
 
 
 class FeedForward(nn.Module):
