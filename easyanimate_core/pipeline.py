@@ -8,7 +8,6 @@ seed), so the same seed gives the same video as diffusers' pipelines.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
@@ -17,11 +16,10 @@ from . import builders
 from . import conditioning as C
 from .builders import fit_image
 from .configs import Variant
-from .handles import VAEHandle
-from .memory import MemoryPolicy, on_device, transformer_placement
-from .runner import vae_decode
-from .sampling import Conditioning, initial_noise, sample
-from .schedulers import build_scheduler
+from .handles import TextEncoderHandle, TransformerHandle, VAEHandle
+from .memory import MemoryPolicy, on_device
+from .runner import encode_prompts, run_sampler, vae_decode
+from .sampling import Conditioning
 from .transformer import EasyAnimateTransformer
 from .vae import MagvitVAE
 
@@ -176,35 +174,17 @@ def generate(
     if models.text_encoder is None:
         raise ValueError("generation from a prompt needs a text encoder")
     device, offload = torch.device(device), torch.device(offload)
-    with ExitStack() as stack:
-        for module in models.text_encoder.modules():
-            stack.enter_context(on_device(module, device, offload, memory))
-        text = models.text_encoder.encode([req.prompt], device=device)
-        negative = models.text_encoder.encode([req.negative_prompt], device=device) if req.cfg > 1 else None
+    te = TextEncoderHandle(models.text_encoder, dtype, memory)
+    embeds = encode_prompts(te, req.prompt, req.negative_prompt, device, offload)
     shape = C.latent_shape(models.vae, req.width, req.height, req.frames)
-    noise, generator = initial_noise(shape, req.seed)
     cond = build_conditioning(models, req, device=device, offload=offload, memory=memory, tile=tile)
     cond = builders.sampler_conditioning(models.transformer.config, shape, cond)
-    scheduler = build_scheduler(req.scheduler, models.scheduler_config, req.shift)
-    with transformer_placement(models.transformer, device, offload, memory) as run_blocks:
-        latents = sample(
-            models.transformer,
-            scheduler,
-            text,
-            negative,
-            noise,
-            steps=req.steps,
-            cfg=req.cfg,
-            guidance_rescale=req.guidance_rescale,
-            denoise=req.denoise,
-            cond=cond,
-            generator=generator,
-            device=device,
-            dtype=dtype,
-            progress=progress,
-            should_stop=should_stop,
-            run_blocks=run_blocks,
-        )
+    handle = TransformerHandle(models.transformer, dtype, memory, scheduler_config=models.scheduler_config)
+    latents = run_sampler(
+        handle, embeds, shape, steps=req.steps, cfg=req.cfg, seed=req.seed, scheduler=req.scheduler,
+        shift=req.shift, guidance_rescale=req.guidance_rescale, denoise=req.denoise, cond=cond, device=device,
+        offload=offload, progress=progress, should_stop=should_stop,
+    )  # fmt: skip
     if output == "latents":
         return latents
     return decode(models.vae, latents, tile=tile, memory=memory, device=device, offload=offload)
