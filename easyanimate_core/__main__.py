@@ -14,9 +14,11 @@ from collections.abc import Callable
 
 import torch
 
+from .attention import BACKENDS
 from .cli import DEFAULTS, DEMO_SIZE, DTYPES, NEGATIVE_PROMPT, cmd_demo, cmd_generate, cmd_tiny
 from .configs import Variant
 from .memory import MEMORY_MODES
+from .runner import COMPILE_BACKENDS
 from .sampling import Interrupted
 from .schedulers import SCHEDULER_NAMES
 
@@ -65,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fp8 transformer weights + offload; block_swap: stream the blocks past --resident-blocks (default: none)",
     )
     g.add_argument("--resident-blocks", type=int, default=0, help="block_swap: blocks kept on the device (default 0)")
+    g.add_argument("--attention", choices=list(BACKENDS), default="sdpa", help="attention backend (default: sdpa)")
+    g.add_argument("--compile", choices=COMPILE_BACKENDS, help="torch.compile the transformer blocks with this backend")
+    g.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold, 0 = off (official: 0.08)")
     g.add_argument("--start-image", help="image file for the first frame (InP checkpoints)")
     g.add_argument("--end-image", help="image file for the last frame (InP checkpoints)")
     g.add_argument("--video", help="input video (file, folder of frames, or .npy [T,H,W,3] 0..1)")

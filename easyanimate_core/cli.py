@@ -20,7 +20,7 @@ from . import media
 from .checkpoint import check_compatible, load_checkpoint
 from .conditioning import check_size
 from .memory import MemoryPolicy
-from .pipeline import NO_OFFLOAD, Models, Request, decode, generate
+from .pipeline import NO_OFFLOAD, Models, Request, check_speed_options, decode, generate
 from .schedulers import read_scheduler_config
 
 log = logging.getLogger("EasyAnimate")
@@ -113,12 +113,22 @@ def render(
     dtype: torch.dtype,
     quiet: bool = False,
     memory: MemoryPolicy = NO_OFFLOAD,
+    speed: dict | None = None,
 ) -> torch.Tensor:
-    """Frames [T, H, W, 3] in 0..1 of ``req``, with progress bars on stderr unless ``quiet``."""
+    """Frames [T, H, W, 3] in 0..1 of ``req``, with progress bars on stderr unless ``quiet``.
+
+    ``speed``: generate()'s attention / compile / teacache options; TeaCache's skips are reported on stderr."""
     bar = ProgressBar("sampling", not quiet)
     place = dict(memory=memory, offload="cpu")
+    speed = dict(speed or {})
+    stats: dict = {}
     try:
-        latents = generate(models, req, device=device, dtype=dtype, progress=bar, output="latents", **place)
+        latents = generate(
+            models, req, device=device, dtype=dtype, progress=bar, output="latents", stats=stats, **speed, **place
+        )
+        if speed.get("teacache"):
+            calls = stats["transformer_calls"] + stats["teacache_skipped"]
+            print(f"TeaCache skipped {stats['teacache_skipped']} of {calls} transformer calls", file=sys.stderr)
         bar = ProgressBar("decoding", not quiet)
         return decode(models.vae, latents, progress=bar, device=device, **place)
     finally:
@@ -167,10 +177,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device)
     req = request_from_args(args, device)
     memory = MemoryPolicy(args.memory_mode, resident_blocks=args.resident_blocks)
+    speed = dict(attention=args.attention, compile=args.compile, teacache=args.teacache)
+    check_speed_options(memory, **speed)  # before loading anything
     models = load_models(args, dtype, device, memory)
     if args.scheduler is None and models.transformer.config.version == "V5":
         req = replace(req, scheduler="DDIM")  # V5 is a DDPM-family model; Flow is V5.1's
-    frames = render(models, req, device=device, dtype=dtype, quiet=args.quiet, memory=memory)
+    frames = render(models, req, device=device, dtype=dtype, quiet=args.quiet, memory=memory, speed=speed)
     print(media.write_video(frames, args.out))
     return 0
 

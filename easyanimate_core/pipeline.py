@@ -14,6 +14,7 @@ import torch
 
 from . import builders
 from . import conditioning as C
+from .attention import check_backend
 from .builders import fit_image
 from .configs import Variant
 from .handles import TextEncoderHandle, TransformerHandle, VAEHandle
@@ -152,6 +153,15 @@ def decode(
     return vae_decode(vh, latents, device, torch.device(offload), tile=tile, progress=progress)
 
 
+def check_speed_options(memory: MemoryPolicy, attention: str, compile: str | None, teacache: float) -> None:
+    """The errors a bad combination of speed options would give mid-run, raised before any work."""
+    check_backend(attention)
+    if compile is not None and memory.mode == "block_swap":
+        raise ValueError("torch.compile cannot be combined with block swap; choose another memory mode or no compile")
+    if teacache < 0:
+        raise ValueError(f"the TeaCache threshold must be 0 (off) or positive, got {teacache}")
+
+
 def generate(
     models: Models,
     req: Request,
@@ -164,13 +174,21 @@ def generate(
     output: str = "frames",
     memory: MemoryPolicy = NO_OFFLOAD,
     offload: torch.device | str = "cpu",
+    attention: str = "sdpa",
+    compile: str | None = None,
+    teacache: float = 0.0,
+    stats: dict | None = None,
 ):
     """Generate a video: frames [T, H, W, 3] in 0..1 (``output='latents'`` returns the scaled latents).
+
+    Speed options as on the nodes: ``attention`` backend, ``compile`` (a torch.compile backend for the blocks,
+    not with block swap), ``teacache`` threshold (0 = off); ``stats`` receives TeaCache's skipped-call count.
 
     ``memory`` places the models for each stage (see memory.py): with an offloading policy each model is on
     ``device`` only while it works and returns to ``offload`` afterwards; block swap streams blocks.
     """
     C.check_size(req.width, req.height, req.frames)
+    check_speed_options(memory, attention, compile, teacache)
     if models.text_encoder is None:
         raise ValueError("generation from a prompt needs a text encoder")
     device, offload = torch.device(device), torch.device(offload)
@@ -179,11 +197,14 @@ def generate(
     shape = C.latent_shape(models.vae, req.width, req.height, req.frames)
     cond = build_conditioning(models, req, device=device, offload=offload, memory=memory, tile=tile)
     cond = builders.sampler_conditioning(models.transformer.config, shape, cond)
-    handle = TransformerHandle(models.transformer, dtype, memory, scheduler_config=models.scheduler_config)
+    handle = TransformerHandle(
+        models.transformer, dtype, memory, scheduler_config=models.scheduler_config, attention=attention,
+        compile=compile, compiled=models.extras.setdefault(("compiled", compile), {}) if compile else {},
+    )  # fmt: skip
     latents = run_sampler(
         handle, embeds, shape, steps=req.steps, cfg=req.cfg, seed=req.seed, scheduler=req.scheduler,
         shift=req.shift, guidance_rescale=req.guidance_rescale, denoise=req.denoise, cond=cond, device=device,
-        offload=offload, progress=progress, should_stop=should_stop,
+        offload=offload, progress=progress, should_stop=should_stop, teacache=teacache, stats=stats,
     )  # fmt: skip
     if output == "latents":
         return latents

@@ -105,6 +105,9 @@ def run_sampler(
     return latents.cpu()
 
 
+COMPILE_BACKENDS = ("inductor", "cudagraphs", "aot_eager")  # torch.compile backends offered for the blocks
+
+
 def streamed_layer(handle: TransformerHandle) -> Callable[[str], bool] | None:
     """With block swap, whether a layer name belongs to a block streamed in for its turn (else None)."""
     if handle.memory.mode != "block_swap":

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..easyanimate_core.attention import BACKENDS, check_backend
+from ..easyanimate_core.runner import COMPILE_BACKENDS
 from .types import CATEGORY, MODEL
 
-COMPILE_CHOICES = ["off", "inductor", "cudagraphs", "aot_eager"]
+COMPILE_CHOICES = ["off", *COMPILE_BACKENDS]
 
 
 class EasyAnimateSpeedOptions:

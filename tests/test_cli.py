@@ -127,12 +127,32 @@ def one_line_error(capsys) -> str:
         (["--scheduler", "Bogus"], "invalid choice"),
         (["--out", "clip.avi"], "must end with one of"),
         (["--start-image", "/no/such.png"], "image not found"),
+        (["--compile", "inductor", "--memory-mode", "block_swap"], "cannot be combined with block swap"),
+        (["--teacache", "-0.1"], "TeaCache threshold must be 0 (off) or positive"),
+        (["--attention", "xformers"], "invalid choice"),
     ],
 )
 def test_bad_arguments_fail_fast_in_one_line(capsys, extra, message):
     # --model points at a folder that does not exist: these checks happen before any loading
     assert main(["generate", "--model", "/no/such/model", *extra]) != 0
     assert message in one_line_error(capsys)
+
+
+def test_missing_attention_package_fails_fast(capsys, monkeypatch):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)  # no optional package installed
+    assert main(["generate", "--model", "/no/such/model", "--attention", "flash3"]) != 0
+    assert "needs the Python package 'flash_attn_interface', which is not installed" in one_line_error(capsys)
+
+
+def test_teacache_and_attention_equal_the_python_api(ckpts, api, tmp_path, capsys):
+    out = tmp_path / "tea.npy"
+    assert gen(ckpts["T2V"], out, "--steps", "8", "--teacache", "0.3", "--attention", "sdpa") == 0
+    stats = {}
+    expected = generate(api["T2V"], Request(**{**REQUEST, "steps": 8}), teacache=0.3, stats=stats).numpy()
+    assert np.array_equal(np.load(out), expected)
+    assert 0 < stats["teacache_skipped"] < 8  # some calls skipped, so the option really acted
+    assert f"TeaCache skipped {stats['teacache_skipped']} of 8 transformer calls" in capsys.readouterr().err
+    assert not np.array_equal(expected, generate(api["T2V"], Request(**{**REQUEST, "steps": 8})).numpy())
 
 
 def test_missing_model_folder_lists_layout(capsys, tmp_path):
