@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "fp8 transformer weights + offload; block_swap: stream the blocks past --resident-blocks (default: none)",
     )
     g.add_argument("--resident-blocks", type=int, default=0, help="block_swap: blocks kept on the device (default 0)")
+    g.add_argument("--text-encoder-fp8", action="store_true", help="store the text encoder's linear weights in fp8")
     g.add_argument("--attention", choices=list(BACKENDS), default="sdpa", help="attention backend (default: sdpa)")
     g.add_argument("--compile", choices=COMPILE_BACKENDS, help="torch.compile the transformer blocks with this backend")
     g.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold, 0 = off (official: 0.08)")

@@ -95,8 +95,12 @@ def load_checkpoint(
     text_dtype: torch.dtype | None = None,
     vae_dtype: torch.dtype | None = None,
     load_text: bool = True,
+    text_weight_dtype: torch.dtype | None = None,
 ) -> tuple[Models, CheckpointInfo, dict[str, LoadReport]]:
-    """Load transformer, VAE, text encoder(s) and scheduler config of a checkpoint folder (on the CPU)."""
+    """Load transformer, VAE, text encoder(s) and scheduler config of a checkpoint folder (on the CPU).
+
+    ``weight_dtype`` / ``text_weight_dtype`` (float8_e4m3fn) store the transformer's block weights / the text
+    encoder's linear weights in fp8."""
     from .text import load_text_encoder
 
     folder = Path(folder)
@@ -116,7 +120,7 @@ def load_checkpoint(
     cfg = transformer.config
     text_encoder = None
     if load_text:
-        text_encoder = load_text_encoder(folder, dtype=text_dtype or dtype)
+        text_encoder = load_text_encoder(folder, dtype=text_dtype or dtype, weight_dtype=text_weight_dtype)
     check_compatible(cfg, vae, text_encoder)
     models = Models(transformer, vae, text_encoder, read_scheduler_config(folder / "scheduler"))
     info = CheckpointInfo(

@@ -78,8 +78,11 @@ def _text_encoder_source(folder: Path):
 def load_models(args: argparse.Namespace, dtype: torch.dtype, device: str, memory: MemoryPolicy = NO_OFFLOAD) -> Models:
     """A checkpoint folder (``--model``) or single files (``--transformer --vae --text-encoder``); on ``device``
     unless ``memory`` offloads (then ``generate`` places each model while it works)."""
+    text_fp8 = torch.float8_e4m3fn if getattr(args, "text_encoder_fp8", False) else None
     if args.model:
-        models = load_checkpoint(args.model, dtype=dtype, weight_dtype=memory.weight_dtype)[0]
+        models = load_checkpoint(args.model, dtype=dtype, weight_dtype=memory.weight_dtype, text_weight_dtype=text_fp8)[
+            0
+        ]
     else:
         from .loading import load_transformer, load_vae
         from .text import load_text_encoder
@@ -90,7 +93,7 @@ def load_models(args: argparse.Namespace, dtype: torch.dtype, device: str, memor
         transformer, _ = load_transformer(args.transformer, dtype=dtype, weight_dtype=memory.weight_dtype)
         vae, _ = load_vae(args.vae, dtype=dtype)
         text_folder = Path(args.text_encoder)
-        text_encoder = load_text_encoder(_text_encoder_source(text_folder), dtype=dtype)
+        text_encoder = load_text_encoder(_text_encoder_source(text_folder), dtype=dtype, weight_dtype=text_fp8)
         check_compatible(transformer.config, vae, text_encoder)
         scheduler = read_scheduler_config(text_folder / "scheduler")  # present when given a checkpoint root
         models = Models(transformer, vae, text_encoder, scheduler)

@@ -31,6 +31,8 @@ from typing import Literal
 
 import torch
 
+from . import ops
+
 logger = logging.getLogger("EasyAnimate")
 
 __all__ = [
@@ -363,8 +365,12 @@ def load_text_encoder(
     *,
     dtype: torch.dtype,
     device: torch.device | str = "cpu",
+    weight_dtype: torch.dtype | None = None,
 ) -> TextEncoder:
     """Load EasyAnimate's text encoder(s) from local files only.
+
+    ``weight_dtype=torch.float8_e4m3fn`` stores the weights of every linear layer in fp8 (half the memory of
+    bf16), computed in ``dtype``; embeddings and norms stay in ``dtype``.
 
     `folder_or_paths` is a model folder in the original EasyAnimate or the diffusers layout (both keep
     ``text_encoder/`` + ``tokenizer/``, and V5 adds ``text_encoder_2/`` + ``tokenizer_2/``), or a mapping
@@ -417,7 +423,22 @@ def load_text_encoder(
 
     for module in encoder.modules():
         module.eval().requires_grad_(False).to(device)
+        if weight_dtype is not None:
+            store_linear_weights(module, weight_dtype)
     return encoder
+
+
+def store_linear_weights(model: torch.nn.Module, weight_dtype: torch.dtype) -> int:
+    """Store every ``nn.Linear`` weight of ``model`` as ``weight_dtype``, computed in the input's dtype at call time
+    (the layer becomes an ``ops.Linear``, which casts its parameters per call). Returns the number of layers."""
+    count = 0
+    for name, module in model.named_modules():
+        # T5 casts its feed-forward input to the dtype of `wo`'s weight (kept in float32 upstream): leave `wo` as is
+        if type(module) is torch.nn.Linear and not name.endswith(".wo"):
+            module.__class__ = ops.Linear  # same parameters and attributes, a forward that casts the weight
+            module.weight.data = module.weight.data.to(weight_dtype)
+            count += 1
+    return count
 
 
 def _drop_vision_tower(model: torch.nn.Module) -> None:

@@ -6,6 +6,8 @@ import json
 import logging
 import os
 
+import torch
+
 from ..easyanimate_core.checkpoint import load_checkpoint
 from ..easyanimate_core.handles import TextEncoderHandle, TransformerHandle, VAEHandle, pick_dtype, vae_dtype_for
 from ..easyanimate_core.loading import load_transformer, load_vae
@@ -16,6 +18,17 @@ from . import host
 from .types import CATEGORY, MODEL, TEXT_ENCODER, VAE, memory_inputs, precision_input
 
 log = logging.getLogger("EasyAnimate")
+
+
+def text_encoder_fp8_input() -> tuple:
+    return (
+        "BOOLEAN",
+        {
+            "default": False,
+            "tooltip": "Store the text encoder's linear weights in fp8 (computed in the chosen precision): Qwen2-VL "
+            "7B needs about 9 GB instead of 16 GB while it encodes, at a small cost in prompt fidelity.",
+        },
+    )
 
 
 def _policies(memory_mode: str, resident_blocks: int) -> tuple[MemoryPolicy, MemoryPolicy]:
@@ -68,15 +81,22 @@ class LoadEasyAnimateModel:
                 ),
                 "precision": precision_input(),
                 **memory_inputs(),
-            }
+            },
+            "optional": {"text_encoder_fp8": text_encoder_fp8_input()},
         }
 
-    def load(self, checkpoint: str, precision: str, memory_mode: str, resident_blocks: int):
+    def load(
+        self, checkpoint: str, precision: str, memory_mode: str, resident_blocks: int, text_encoder_fp8: bool = False
+    ):
         folder = host.model_path(host.CHECKPOINT_FOLDER, checkpoint)
         dtype = pick_dtype(precision, host.torch_device())
         policy, small = _policies(memory_mode, resident_blocks)
         models, _, _ = load_checkpoint(
-            folder, dtype=dtype, weight_dtype=policy.weight_dtype, vae_dtype=vae_dtype_for(dtype)
+            folder,
+            dtype=dtype,
+            weight_dtype=policy.weight_dtype,
+            vae_dtype=vae_dtype_for(dtype),
+            text_weight_dtype=torch.float8_e4m3fn if text_encoder_fp8 else None,
         )
         vae = _vae_handle(models.vae, vae_dtype_for(dtype), small)
         model = TransformerHandle(
@@ -181,13 +201,14 @@ class LoadEasyAnimateTextEncoder:
                     "BOOLEAN",
                     {"default": True, "tooltip": "Keep the text encoder off the GPU except while it encodes."},
                 ),
-            }
+            },
+            "optional": {"fp8": text_encoder_fp8_input()},
         }
 
-    def load(self, text_encoder: str, precision: str, offload: bool):
+    def load(self, text_encoder: str, precision: str, offload: bool, fp8: bool = False):
         folder = host.model_path("text_encoders", text_encoder)
         dtype = pick_dtype(precision, host.torch_device())
-        encoder = load_text_encoder(folder, dtype=dtype)
+        encoder = load_text_encoder(folder, dtype=dtype, weight_dtype=torch.float8_e4m3fn if fp8 else None)
         return (TextEncoderHandle(encoder, dtype, MemoryPolicy("model_offload" if offload else "none")),)
 
 

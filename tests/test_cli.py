@@ -227,3 +227,12 @@ def test_fp8_memory_mode_stores_fp8_and_stays_close(ckpts, api, tmp_path):
     assert gen(ckpts["T2V"], out, "--memory-mode", "fp8") == 0
     got, expected = np.load(out), generate(api["T2V"], Request(**REQUEST)).numpy()
     assert got.shape == expected.shape and 0 < np.abs(got - expected).mean() < 0.05  # fp8 rounding, not garbage
+
+
+def test_text_encoder_fp8_flag_equals_the_python_api(ckpts, api, tmp_path):
+    out = tmp_path / "fp8_text.npy"
+    assert gen(ckpts["T2V"], out, "--text-encoder-fp8") == 0
+    models = load_checkpoint(ckpts["T2V"], dtype=torch.float32, text_weight_dtype=torch.float8_e4m3fn)[0]
+    expected = generate(models, Request(**REQUEST)).numpy()
+    assert np.array_equal(np.load(out), expected)
+    assert not np.array_equal(expected, generate(api["T2V"], Request(**REQUEST)).numpy())  # the flag acted

@@ -322,6 +322,27 @@ def test_text_encode_cache_is_bounded_and_per_encoder(env):
     assert node.encode(other, "a cat", "")[0] is not again  # another encoder starts a new cache
 
 
+def test_text_encoder_fp8_option(env, run):
+    """Both loaders store the text encoder's linear weights in fp8 on request; the embeddings stay close."""
+    _, pack = env
+    classes = pack.node_class_mappings
+    (plain,) = classes["EasyAnimateTextEncoderLoader"]().load("tiny-qwen2vl", "fp32", True)
+    (fp8,) = classes["EasyAnimateTextEncoderLoader"]().load("tiny-qwen2vl", "fp32", True, fp8=True)
+    _, _, from_checkpoint = classes["EasyAnimateModelLoader"]().load(T2V, "fp32", "none", 0, text_encoder_fp8=True)
+
+    def q_proj_dtype(handle):
+        return next(m for n, m in handle.encoder.model.named_modules() if n.endswith("q_proj")).weight.dtype
+
+    assert q_proj_dtype(fp8) == q_proj_dtype(from_checkpoint) == torch.float8_e4m3fn
+    assert q_proj_dtype(plain) == torch.float32
+    node = classes["EasyAnimateTextEncode"]()
+    a, b = node.encode(plain, "a cat", "")[0].positive.embeds, node.encode(fp8, "a cat", "")[0].positive.embeds
+    assert 0 < ((b - a).norm() / a.norm()).item() < 0.1
+    prompt = t2v_prompt(seed=3)
+    prompt["1"]["inputs"]["text_encoder_fp8"] = True  # the optional widget through the executor
+    assert torch.isfinite(latents_of(run(prompt))).all()
+
+
 def test_loader_attaches_one_preview_map(env):
     _, pack = env
     model, vae, _ = pack.node_class_mappings["EasyAnimateModelLoader"]().load(INP, "auto", "model_offload", 0)

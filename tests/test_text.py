@@ -265,3 +265,27 @@ def test_tiny_writers_are_deterministic(writer, tmp_path):
     assert a.keys() == b.keys() and a == b
     assert sum(len(v) for v in a.values()) < 1_000_000
     assert any(k.endswith("model.safetensors") for k in a) and any(k.endswith("tokenizer.json") for k in a)
+
+
+# fp8 (e4m3, 3 mantissa bits) linear weights: the embeddings stay within this relative L2 error of the bf16
+# encoder's on the tiny random models (the README states the same bound).
+FP8_TEXT_TOLERANCE = 0.1
+
+
+@pytest.mark.parametrize("which", ["qwen", "bert_t5"])
+def test_fp8_text_encoder_stores_linear_weights_in_fp8_and_stays_close(which, qwen_dir, bert_t5_dir):
+    folder = qwen_dir if which == "qwen" else bert_t5_dir
+    plain = load_text_encoder(folder, dtype=torch.bfloat16)
+    fp8 = load_text_encoder(folder, dtype=torch.bfloat16, weight_dtype=torch.float8_e4m3fn)
+    for model, model8 in zip(plain.modules(), fp8.modules(), strict=True):
+        # every linear layer but T5's `wo` (T5 casts its input to wo's weight dtype)
+        linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith(".wo")]
+        assert linears
+        dtypes = {n: p.dtype for n, p in model8.named_parameters()}
+        assert all(dtypes[f"{n}.weight"] == torch.float8_e4m3fn for n in linears)
+        assert {d for n, d in dtypes.items() if d != torch.float8_e4m3fn} == {torch.bfloat16}  # norms, embeddings
+    prompts = ["a red fox runs through the snow", "一只猫"]
+    a, b = plain.encode(prompts), fp8.encode(prompts)
+    for x, y in [(a.embeds, b.embeds)] + ([(a.embeds_2, b.embeds_2)] if which == "bert_t5" else []):
+        err = ((y.float() - x.float()).norm() / x.float().norm()).item()
+        assert 0 < err < FP8_TEXT_TOLERANCE, err
