@@ -95,13 +95,12 @@ def build_conditioning(
             raise ValueError(f"start/end images need an InP checkpoint; this one is {variant.value}")
         if req.video is not None:
             raise ValueError("give either start/end images or an input video, not both")
-        cond = builders.image_to_video_conditioning(
+        if req.denoise < 1.0:
+            raise ValueError("denoise below 1 needs an input video (video-to-video)")
+        return builders.image_to_video_conditioning(
             vh, cfg, req.start_image, req.end_image, w, h, n, noise_aug_strength=req.noise_aug_strength,
             seed=req.seed, **place,
         )  # fmt: skip
-        if req.denoise < 1.0:
-            raise ValueError("denoise below 1 needs an input video (video-to-video)")
-        return cond
     if req.video is None and req.denoise < 1.0:
         raise ValueError("denoise below 1 needs an input video (video-to-video)")
     if req.video is not None and req.mask is None and req.denoise >= 1.0:
