@@ -20,7 +20,8 @@ from . import media
 from .checkpoint import check_compatible, load_checkpoint
 from .conditioning import check_size
 from .memory import MemoryPolicy
-from .pipeline import NO_OFFLOAD, Models, Request, check_speed_options, decode, generate
+from .pipeline import NO_OFFLOAD, Models, Request, decode, generate
+from .runner import check_speed_options
 from .schedulers import read_scheduler_config
 
 log = logging.getLogger("EasyAnimate")

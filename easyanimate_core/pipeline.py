@@ -14,12 +14,11 @@ import torch
 
 from . import builders
 from . import conditioning as C
-from .attention import check_backend
 from .builders import fit_image
 from .configs import Variant
 from .handles import TextEncoderHandle, TransformerHandle, VAEHandle
 from .memory import MemoryPolicy, on_device
-from .runner import encode_prompts, run_sampler, vae_decode
+from .runner import check_speed_options, encode_prompts, run_sampler, vae_decode
 from .sampling import Conditioning
 from .transformer import EasyAnimateTransformer
 from .vae import MagvitVAE
@@ -150,15 +149,6 @@ def decode(
     device = torch.device(device) if device is not None else next(vae.parameters()).device
     vh = VAEHandle(vae, next(vae.parameters()).dtype, memory)
     return vae_decode(vh, latents, device, torch.device(offload), tile=tile, progress=progress)
-
-
-def check_speed_options(memory: MemoryPolicy, attention: str, compile: str | None, teacache: float) -> None:
-    """The errors a bad combination of speed options would give mid-run, raised before any work."""
-    check_backend(attention)
-    if compile is not None and memory.mode == "block_swap":
-        raise ValueError("torch.compile cannot be combined with block swap; choose another memory mode or no compile")
-    if teacache < 0:
-        raise ValueError(f"the TeaCache threshold must be 0 (off) or positive, got {teacache}")
 
 
 def generate(

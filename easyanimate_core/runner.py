@@ -13,8 +13,9 @@ import torch
 
 from . import conditioning as C
 from . import lora
+from .attention import check_backend
 from .handles import PromptEmbeds, TextEncoderHandle, TransformerHandle, VAEHandle
-from .memory import on_device, transformer_placement
+from .memory import MemoryPolicy, on_device, transformer_placement
 from .sampling import Conditioning, initial_noise, sample
 from .schedulers import build_scheduler
 from .vae import VAETiling
@@ -108,6 +109,18 @@ def run_sampler(
 COMPILE_BACKENDS = ("inductor", "cudagraphs", "aot_eager")  # torch.compile backends offered for the blocks
 
 
+COMPILE_WITH_BLOCK_SWAP = "torch.compile cannot be combined with block swap; choose another memory mode or compile off"
+
+
+def check_speed_options(memory: MemoryPolicy, attention: str, compile: str | None, teacache: float = 0.0) -> None:
+    """The errors a bad combination of speed options would give mid-run, raised before any work."""
+    check_backend(attention)
+    if compile is not None and memory.mode == "block_swap":
+        raise ValueError(COMPILE_WITH_BLOCK_SWAP)
+    if teacache < 0:
+        raise ValueError(f"the TeaCache threshold must be 0 (off) or positive, got {teacache}")
+
+
 def streamed_layer(handle: TransformerHandle) -> Callable[[str], bool] | None:
     """With block swap, whether a layer name belongs to a block streamed in for its turn (else None)."""
     if handle.memory.mode != "block_swap":
@@ -129,9 +142,7 @@ def compiled_blocks(handle: TransformerHandle, run_blocks):
     if handle.compile is None:
         return run_blocks
     if run_blocks is not None:
-        raise ValueError(
-            "torch.compile cannot be combined with block swap; choose another memory mode or turn compile off"
-        )
+        raise ValueError(COMPILE_WITH_BLOCK_SWAP)
     cache = handle.compiled
 
     def run(i, block, x, txt, temb, rope):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..easyanimate_core.attention import BACKENDS, check_backend
-from ..easyanimate_core.runner import COMPILE_BACKENDS
+from ..easyanimate_core.attention import BACKENDS
+from ..easyanimate_core.runner import COMPILE_BACKENDS, check_speed_options
 from .types import CATEGORY, MODEL
 
 COMPILE_CHOICES = ["off", *COMPILE_BACKENDS]
@@ -50,11 +50,7 @@ class EasyAnimateSpeedOptions:
         }
 
     def apply(self, model, attention: str, compile: str):
-        check_backend(attention)
-        if compile != "off" and model.memory.mode == "block_swap":
-            raise ValueError(
-                "torch.compile cannot be combined with block swap; choose another memory mode or compile off"
-            )
+        check_speed_options(model.memory, attention, None if compile == "off" else compile)
         return (model.replace(attention=attention, compile=None if compile == "off" else compile, compiled={}),)
 
 
