@@ -3,7 +3,8 @@
 One joint text+video attention of the 12B transformer with batched CFG: batch 2, 48 heads of 64, and
 256 text tokens plus the video tokens of a 49-frame clip (latent frames 13, 2x2 patches). Reports the
 median milliseconds of each kernel, its TFLOP/s (4·B·H·L²·D) and its largest difference from the flash
-kernel; run on a CUDA machine:
+kernel; then the pack's optional backends that are installed (flash-attn, FlashAttention 3, SageAttention)
+through ``easyanimate_core.attention.attention``, the call the transformer makes. Run on a CUDA machine:
 
     python benchmarks/attention_backends.py --size 384x672x49 --size 576x1008x49
 """
@@ -11,10 +12,15 @@ kernel; run on a CUDA machine:
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from easyanimate_core.attention import attention, available_backends  # noqa: E402
 
 KERNELS = {
     "flash": SDPBackend.FLASH_ATTENTION,
@@ -73,6 +79,13 @@ def main() -> None:
         with torch.no_grad():
             ms = time_ms(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats)  # noqa: B023
         print(f"| {size} | {n} | default choice | {ms:.1f} | {4 * 2 * args.heads * n * n * 64 / ms / 1e9:.0f} | |")
+        flat_ref = ref.transpose(1, 2).flatten(2)  # the layout the pack's attention() returns
+        for backend in available_backends()[1:]:
+            out = attention(q, k, v, backend)
+            ms = time_ms(lambda: attention(q, k, v, backend), args.repeats)  # noqa: B023
+            diff = (out.float() - flat_ref.float()).abs().max().item()
+            tflops = 4 * 2 * args.heads * n * n * 64 / ms / 1e9
+            print(f"| {size} | {n} | pack backend {backend} | {ms:.1f} | {tflops:.0f} | {diff:.2e} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,10 @@ def run_ours(sd, kw, mode, size, args, device, dtype):
                 p.data = p.data.to(torch.float8_e4m3fn)
     if mode == "none":
         model.to(device)
-    handle = TransformerHandle(model, dtype, policy, attention=args.attention, compile=args.compile)
+    fp8_matmul = args.fp8_matmul and mode == "fp8"
+    handle = TransformerHandle(
+        model, dtype, policy, attention=args.attention, compile=args.compile, fp8_matmul=fp8_matmul
+    )
     clock = StepClock(device)
     stats: dict = {}
 
@@ -155,7 +158,7 @@ def run_ours(sd, kw, mode, size, args, device, dtype):
     elif key in REFERENCE and not args.teacache:
         ref = REFERENCE[key]
         err = ((latents.float().cpu() - ref).norm() / ref.norm()).item()
-        what = f"{mode}{' compiled' if args.compile else ''}"
+        what = f"{mode}{' fp8_matmul' if fp8_matmul else ''}{' compiled' if args.compile else ''}"
         print(f"# ours {what} vs eager none at {'x'.join(map(str, size))}: relative difference {err:.2e}", flush=True)
     return result
 
@@ -222,6 +225,7 @@ def main() -> None:
     p.add_argument("--attention", default="sdpa")
     p.add_argument("--compile", default=None, help="torch.compile backend for ours (e.g. inductor)")
     p.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold for ours")
+    p.add_argument("--fp8-matmul", action="store_true", help="ours in mode fp8: fp8 GEMMs (ops.fp8_linear)")
     p.add_argument("--profile", action="store_true", help="print the kernel table of ours (torch.profiler)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
@@ -266,7 +270,7 @@ def run_isolated(args) -> None:
     """The same table, every (size, mode, implementation) measured in a fresh child process."""
     base = [sys.executable, __file__, "--child", "--preset", args.preset, "--steps", str(args.steps)]
     base += ["--resident-blocks", str(args.resident_blocks), "--attention", args.attention]
-    base += ["--device", args.device, "--dtype", args.dtype]
+    base += ["--device", args.device, "--dtype", args.dtype] + (["--fp8-matmul"] if args.fp8_matmul else [])
     unit = "GiB VRAM" if args.device.startswith("cuda") else "GiB RSS"
     print(f"# preset {args.preset}, {args.dtype}, {args.steps} steps, CFG 6, device {args.device}, one process per run")
     print(f"| size | mode | ours s/it | diffusers s/it | speed-up | ours peak {unit} | diffusers peak {unit} |")

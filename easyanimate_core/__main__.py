@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--attention", choices=list(BACKENDS), default="sdpa", help="attention backend (default: sdpa)")
     g.add_argument("--compile", choices=COMPILE_BACKENDS, help="torch.compile the transformer blocks with this backend")
     g.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold, 0 = off (official: 0.08)")
+    g.add_argument(
+        "--fp8-matmul",
+        action="store_true",
+        help="multiply the fp8 weights in fp8 (needs --memory-mode fp8 and an RTX 40xx/L4/L40/H100-class GPU)",
+    )
     g.add_argument("--start-image", help="image file for the first frame (InP checkpoints)")
     g.add_argument("--end-image", help="image file for the last frame (InP checkpoints)")
     g.add_argument("--video", help="input video (file, folder of frames, or .npy [T,H,W,3] 0..1)")

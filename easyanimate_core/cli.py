@@ -121,7 +121,7 @@ def render(
 ) -> torch.Tensor:
     """Frames [T, H, W, 3] in 0..1 of ``req``, with progress bars on stderr unless ``quiet``.
 
-    ``speed``: generate()'s attention / compile / teacache options; TeaCache's skips are reported on stderr."""
+    ``speed``: generate()'s attention / compile / teacache / fp8_matmul options; TeaCache's skips are reported on stderr."""
     bar = ProgressBar("sampling", not quiet)
     place = dict(memory=memory, offload="cpu")
     speed = dict(speed or {})
@@ -181,7 +181,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device)
     req = request_from_args(args, device)
     memory = MemoryPolicy(args.memory_mode, resident_blocks=args.resident_blocks)
-    speed = dict(attention=args.attention, compile=args.compile, teacache=args.teacache)
+    speed = dict(attention=args.attention, compile=args.compile, teacache=args.teacache, fp8_matmul=args.fp8_matmul)
     check_speed_options(memory, **speed)  # before loading anything
     models = load_models(args, dtype, device, memory)
     if args.scheduler is None and models.transformer.config.version == "V5":

@@ -45,6 +45,7 @@ class TransformerHandle:
     attention: str = "sdpa"
     compile: str | None = None  # a torch.compile backend for the transformer blocks, or None
     compiled: dict = dataclasses.field(default_factory=dict, repr=False)  # block index -> compiled block
+    fp8_matmul: bool = False  # multiply the fp8-stored block weights in fp8 (memory mode fp8; see ops.fp8_linear)
     loras: tuple = ()
     name: str = ""
     latent_rgb: object | None = None  # preview.LatentRGB of the checkpoint's VAE, for sampling previews

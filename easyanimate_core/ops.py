@@ -8,9 +8,15 @@ match, nothing is copied.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8).max  # 448
 
 
 def cast_to(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
@@ -33,14 +39,59 @@ class Linear(nn.Linear):
     """
 
     lora_branches: tuple[LoraBranch, ...] = ()
+    fp8_matmul: bool = False  # set for a run by ``fp8_matmul_enabled``: multiply fp8 weights in fp8
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, cast_to(self.weight, x), cast_to(self.bias, x))
+        if self.fp8_matmul and self.weight.dtype == FP8:
+            y = fp8_linear(x, self.weight, cast_to(self.bias, x))
+        else:
+            y = F.linear(x, cast_to(self.weight, x), cast_to(self.bias, x))
         for down, up, scale in self.lora_branches:
             h = F.linear(x, cast_to(down, x))  # [..., r]
             # y += scale * h @ up^T as one GEMM accumulating into y (no [..., out] temporary)
             y.view(-1, y.shape[-1]).addmm_(h.view(-1, h.shape[-1]), cast_to(up, x).t(), alpha=scale)
         return y
+
+
+def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x W^T + b`` as one fp8 GEMM: ``x`` quantised to e4m3 per row (its own scale), ``W`` used as stored.
+
+    The row scale ``amax(|x_row|) / 448`` uses e4m3's whole range for every token, so no activation saturates; the
+    GEMM accumulates in float32 and applies the scales in its epilogue (``torch._scaled_mm``, rowwise scaling).
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    scale = rows.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-12) / FP8_MAX  # [M, 1]
+    xq = (rows / scale).to(FP8)
+    weight = weight.to(x.device, non_blocking=True)
+    ones = torch.ones(1, weight.shape[0], device=x.device, dtype=torch.float32)  # the stored weights are unscaled
+    # CUDA's rowwise-scaled fp8 GEMM writes bf16 only
+    out_dtype = torch.bfloat16 if x.device.type == "cuda" else x.dtype
+    y = torch._scaled_mm(xq, weight.t(), scale_a=scale, scale_b=ones, out_dtype=out_dtype)
+    y = y.to(x.dtype)
+    if bias is not None:
+        y = y + bias
+    return y.view(*x.shape[:-1], weight.shape[0])
+
+
+def fp8_matmul_layers(model: nn.Module) -> list[Linear]:
+    """The layers of ``model`` whose weights are stored in fp8 (what ``fp8_matmul_enabled`` switches)."""
+    return [m for m in model.modules() if isinstance(m, Linear) and m.weight.dtype == FP8]
+
+
+@contextmanager
+def fp8_matmul_enabled(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``model``'s fp8-stored linear layers multiply in fp8 (see ``fp8_linear``).
+
+    The switch is an instance attribute removed in ``finally``; weights are never touched.
+    """
+    layers = fp8_matmul_layers(model) if enabled else []
+    try:
+        for m in layers:
+            m.fp8_matmul = True
+        yield
+    finally:
+        for m in layers:
+            m.__dict__.pop("fp8_matmul", None)
 
 
 class Conv2d(nn.Conv2d):

@@ -166,18 +166,20 @@ def generate(
     attention: str = "sdpa",
     compile: str | None = None,
     teacache: float = 0.0,
+    fp8_matmul: bool = False,
     stats: dict | None = None,
 ):
     """Generate a video: frames [T, H, W, 3] in 0..1 (``output='latents'`` returns the scaled latents).
 
     Speed options as on the nodes: ``attention`` backend, ``compile`` (a torch.compile backend for the blocks,
-    not with block swap), ``teacache`` threshold (0 = off); ``stats`` receives TeaCache's skipped-call count.
+    not with block swap), ``teacache`` threshold (0 = off), ``fp8_matmul`` (fp8 GEMMs, memory mode fp8);
+    ``stats`` receives TeaCache's skipped-call count.
 
     ``memory`` places the models for each stage (see memory.py): with an offloading policy each model is on
     ``device`` only while it works and returns to ``offload`` afterwards; block swap streams blocks.
     """
     C.check_size(req.width, req.height, req.frames)
-    check_speed_options(memory, attention, compile, teacache)
+    check_speed_options(memory, attention, compile, teacache, fp8_matmul)
     if models.text_encoder is None:
         raise ValueError("generation from a prompt needs a text encoder")
     device, offload = torch.device(device), torch.device(offload)
@@ -189,6 +191,7 @@ def generate(
     handle = TransformerHandle(
         models.transformer, dtype, memory, scheduler_config=models.scheduler_config, attention=attention,
         compile=compile, compiled=models.extras.setdefault(("compiled", compile), {}) if compile else {},
+        fp8_matmul=fp8_matmul,
     )  # fmt: skip
     latents = run_sampler(
         handle, embeds, shape, steps=req.steps, cfg=req.cfg, seed=req.seed, scheduler=req.scheduler,

@@ -12,7 +12,7 @@ from contextlib import ExitStack
 import torch
 
 from . import conditioning as C
-from . import lora
+from . import lora, ops
 from .attention import check_backend
 from .handles import PromptEmbeds, TextEncoderHandle, TransformerHandle, VAEHandle
 from .memory import MemoryPolicy, on_device, transformer_placement
@@ -74,6 +74,8 @@ def run_sampler(
     ``teacache > 0`` enables TeaCache with that threshold; ``stats`` receives the skipped-call count.
     """
     check_embeds(handle, embeds)
+    if handle.fp8_matmul:
+        check_fp8_matmul_device(device)
     noise, generator = initial_noise(latent_shape, seed)
     sched = build_scheduler(scheduler, handle.scheduler_config, shift)
     model = handle.model
@@ -82,6 +84,7 @@ def run_sampler(
     with (
         transformer_placement(model, device, offload, handle.memory) as run_blocks,
         lora.applied(model, handle.loras, device, handle.dtype, store=lora_store, streamed=streamed_layer(handle)),
+        ops.fp8_matmul_enabled(model, handle.fp8_matmul),
     ):
         latents = sample(
             model,
@@ -112,13 +115,39 @@ COMPILE_BACKENDS = ("inductor", "cudagraphs", "aot_eager")  # torch.compile back
 COMPILE_WITH_BLOCK_SWAP = "torch.compile cannot be combined with block swap; choose another memory mode or compile off"
 
 
-def check_speed_options(memory: MemoryPolicy, attention: str, compile: str | None, teacache: float = 0.0) -> None:
+def check_speed_options(
+    memory: MemoryPolicy, attention: str, compile: str | None, teacache: float = 0.0, fp8_matmul: bool = False
+) -> None:
     """The errors a bad combination of speed options would give mid-run, raised before any work."""
     check_backend(attention)
     if compile is not None and memory.mode == "block_swap":
         raise ValueError(COMPILE_WITH_BLOCK_SWAP)
     if teacache < 0:
         raise ValueError(f"the TeaCache threshold must be 0 (off) or positive, got {teacache}")
+    if fp8_matmul and memory.mode != "fp8":
+        raise ValueError(
+            f"fp8_matmul multiplies fp8-stored weights, but the memory mode is {memory.mode!r}: "
+            "load the transformer with memory mode fp8, or turn fp8_matmul off"
+        )
+
+
+FP8_MATMUL_CAPABILITY = (8, 9)  # fp8 tensor cores: Ada (RTX 40xx, L4, L40) and Hopper (H100/H200) onwards
+
+
+def check_fp8_matmul_device(device: torch.device) -> None:
+    """fp8 GEMMs run on CUDA GPUs with fp8 tensor cores, and (slowly, for tests) on the CPU."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return
+    if device.type != "cuda":
+        raise ValueError(f"fp8_matmul runs on NVIDIA GPUs, not on {device.type}: turn fp8_matmul off")
+    capability = torch.cuda.get_device_capability(device)
+    if tuple(capability) < FP8_MATMUL_CAPABILITY:
+        raise ValueError(
+            f"fp8_matmul needs fp8 tensor cores (compute capability 8.9 or newer: RTX 40xx, L4, L40, H100, H200); "
+            f"{torch.cuda.get_device_name(device)} is {capability[0]}.{capability[1]}: turn fp8_matmul off "
+            "(memory mode fp8 alone still halves the weights' memory)"
+        )
 
 
 def streamed_layer(handle: TransformerHandle) -> Callable[[str], bool] | None:

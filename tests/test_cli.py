@@ -130,6 +130,7 @@ def one_line_error(capsys) -> str:
         (["--compile", "inductor", "--memory-mode", "block_swap"], "cannot be combined with block swap"),
         (["--teacache", "-0.1"], "TeaCache threshold must be 0 (off) or positive"),
         (["--attention", "xformers"], "invalid choice"),
+        (["--fp8-matmul"], "load the transformer with memory mode fp8"),
     ],
 )
 def test_bad_arguments_fail_fast_in_one_line(capsys, extra, message):

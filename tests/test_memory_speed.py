@@ -192,3 +192,68 @@ def test_runner_teacache_reports_skips(model):
     stats = {}
     run_handle(TransformerHandle(model, torch.float32), teacache=0.0, stats=stats)
     assert stats == {"teacache_skipped": 0, "transformer_calls": 2}
+
+
+def test_fp8_linear_is_rowwise_scaled_fp8_gemm():
+    """``ops.fp8_linear`` equals the GEMM of the row-quantised input and the stored weights (exactly the maths,
+    up to float32 summation order) and stays within e4m3's rounding (1/16 relative per value) of the
+    dequantised layer. Output shape, dtype and bias follow the input."""
+    from easyanimate_core import ops
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 64, generator=g) * torch.logspace(-3, 2, 5).view(1, 5, 1)  # rows of very different size
+    w8 = (torch.randn(48, 64, generator=g) * 0.05).to(ops.FP8)
+    b = torch.randn(48, generator=g)
+    got = ops.fp8_linear(x, w8, b)
+    assert got.shape == (2, 5, 48) and got.dtype == torch.float32
+    rows = x.reshape(-1, 64)
+    scale = rows.abs().amax(1, keepdim=True) / 448
+    manual = ((rows / scale).to(ops.FP8).float() * scale) @ w8.float().t() + b
+    assert ((got.reshape(-1, 48) - manual).norm(dim=1) / manual.norm(dim=1)).max() < 1e-5
+    exact = torch.nn.functional.linear(x, w8.float(), b)
+    per_row = (got - exact).norm(dim=-1) / (exact - b).norm(dim=-1)
+    assert 0 < per_row.max() < 1 / 16  # each row scaled on its own: small rows as exact as large ones
+    assert ops.fp8_linear(x.bfloat16(), w8, b.bfloat16()).dtype == torch.bfloat16
+
+
+def test_fp8_matmul_sampler_within_tolerance_and_model_unchanged(folder, model):
+    """fp8 GEMMs also round the activations to e4m3: within 5% relative L2 of the fp8-weight run (which is itself
+    within 10% of float32), different from it, deterministic, and the switch is gone after the run and after an
+    interrupt."""
+    from easyanimate_core import ops
+    from easyanimate_core.handles import TransformerHandle
+
+    fp8 = load_transformer(folder, dtype=torch.float32, weight_dtype=torch.float8_e4m3fn)[0]
+    plain = TransformerHandle(fp8, torch.float32, MemoryPolicy("fp8"))
+    fast = plain.replace(fp8_matmul=True)
+    ref, got = run_handle(plain), run_handle(fast)
+    rel = ((got - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 0.05
+    assert torch.equal(run_handle(fast), got)
+    layers = ops.fp8_matmul_layers(fp8)
+    block_linears = [m for m in fp8.transformer_blocks.modules() if isinstance(m, ops.Linear)]
+    assert layers == block_linears  # every linear layer of the blocks (stored in fp8), nothing outside them
+    assert all("fp8_matmul" not in m.__dict__ for m in layers)
+    steps = []
+    with pytest.raises(Interrupted):
+        run_handle(fast, progress=lambda i, n, x: steps.append(i), should_stop=lambda: len(steps) == 1)
+    assert all("fp8_matmul" not in m.__dict__ for m in layers)
+    assert torch.equal(run_handle(plain), ref)
+
+
+def test_fp8_matmul_checks(monkeypatch):
+    from easyanimate_core.runner import check_fp8_matmul_device, check_speed_options
+
+    check_speed_options(MemoryPolicy("fp8"), "sdpa", None, fp8_matmul=True)
+    for mode in ("none", "model_offload", "block_swap"):
+        with pytest.raises(ValueError, match="memory mode fp8"):
+            check_speed_options(MemoryPolicy(mode), "sdpa", None, fp8_matmul=True)
+    check_fp8_matmul_device(CPU)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce RTX 3090")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    with pytest.raises(ValueError, match="RTX 3090 is 8.6: turn fp8_matmul off"):
+        check_fp8_matmul_device(torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
+    check_fp8_matmul_device(torch.device("cuda"))
+    with pytest.raises(ValueError, match="not on mps"):
+        check_fp8_matmul_device(torch.device("mps"))

@@ -409,7 +409,7 @@ def test_speed_options_and_teacache(env, run):
     assert cached.outputs["3"]["text"] == ["2 transformer calls, 2 skipped by TeaCache"]
     assert not torch.equal(latents_of(cached), latents_of(reference))
     prompt = t2v_prompt(seed=5, steps=4)
-    prompt["9"] = {"class_type": "EasyAnimateSpeedOptions", "inputs": {"model": ["1", 0], "attention": "sdpa", "compile": "aot_eager"}}  # fmt: skip
+    prompt["9"] = {"class_type": "EasyAnimateSpeedOptions", "inputs": {"model": ["1", 0], "attention": "sdpa", "compile": "aot_eager", "fp8_matmul": False}}  # fmt: skip
     prompt["3"]["inputs"]["model"] = ["9", 0]
     result = run(prompt)
     assert torch.allclose(latents_of(result), latents_of(reference), atol=1e-5)
@@ -420,3 +420,21 @@ def test_speed_options_and_teacache(env, run):
         prompt["9"]["inputs"].update(attention=missing[0], compile="off")
         with pytest.raises(NodeExecutionError, match="not installed"):
             run(prompt)
+
+
+def test_speed_options_fp8_matmul(env, run):
+    """fp8 GEMMs on an fp8-stored model: close to the plain fp8 run (activation rounding), not equal to it,
+    repeatable, and only with memory mode fp8."""
+    fp8 = latents_of(run(t2v_prompt(seed=5, memory="fp8")))
+    prompt = t2v_prompt(seed=5, memory="fp8")
+    speed = {"model": ["1", 0], "attention": "sdpa", "compile": "off", "fp8_matmul": True}
+    prompt["9"] = {"class_type": "EasyAnimateSpeedOptions", "inputs": speed}
+    prompt["3"]["inputs"]["model"] = ["9", 0]
+    result = run(prompt)
+    fast = latents_of(result)
+    assert result.results["9"][0][0].fp8_matmul and not result.results["1"][0][0].fp8_matmul
+    assert not torch.equal(fast, fp8)
+    assert ((fast - fp8).norm() / fp8.norm()).item() < 0.05
+    assert torch.equal(latents_of(PromptExecutor().execute(prompt)), fast)  # a fresh session: same output
+    prompt["1"]["inputs"]["memory_mode"] = "model_offload"
+    assert "load the transformer with memory mode fp8" in str(error_of(run, prompt))
