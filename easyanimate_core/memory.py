@@ -154,3 +154,46 @@ def transformer_placement(model: nn.Module, device: torch.device, offload: torch
         finally:
             for block in blocks[:resident]:
                 block.to(offload)
+
+
+# --- how much device memory a stage needs (for hosts that must make room first) -----------------------------
+
+ACTIVATION_FACTOR = 16  # sampling activations per token, in hidden-state copies (12B at 576x1008x49: about 13)
+TEXT_TOKENS = 256  # the prompt tokens the transformer attends to (the official max_sequence_length)
+ENCODER_MARGIN = 2**30  # text encoders' activations: short prompts, well under 1 GiB
+VAE_TEMPORARIES = 16  # VAE activations per call, in copies of one full-resolution feature map
+
+
+def param_bytes(module: nn.Module) -> int:
+    """Bytes of ``module``'s parameters as stored (fp8 weights count one byte each)."""
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def sampling_vram_bytes(
+    model: nn.Module, policy: MemoryPolicy, latent_shape: tuple[int, ...], dtype: torch.dtype
+) -> int:
+    """An estimate of the device memory one sampling run takes: the weights the policy places at once (block swap:
+    everything but the blocks, the resident blocks and two streamed ones) plus activations for batched CFG."""
+    weights = param_bytes(model)
+    if policy.mode == "block_swap":
+        blocks = [param_bytes(b) for b in model.transformer_blocks]
+        resident = min(policy.resident_blocks, len(blocks))
+        weights += -sum(blocks[resident:]) + 2 * max(blocks[resident:], default=0)
+    cfg = model.config
+    b, _, t, h, w = latent_shape
+    tokens = t * (h // cfg.patch_size) * (w // cfg.patch_size) + TEXT_TOKENS
+    width = cfg.num_attention_heads * cfg.attention_head_dim
+    return weights + ACTIVATION_FACTOR * 2 * b * tokens * width * torch.finfo(dtype).bits // 8
+
+
+def vae_vram_bytes(vae: nn.Module, height: int, width: int, dtype: torch.dtype, tile: int | None = None) -> int:
+    """An estimate of the device memory a VAE pass over ``height`` x ``width`` frames takes (per tile when tiled):
+    the weights plus feature maps of one call (4 pixel frames at the first block's width)."""
+    h, w = (min(height, tile), min(width, tile)) if tile else (height, width)
+    channels = vae.config.block_out_channels[0]
+    return param_bytes(vae) + VAE_TEMPORARIES * 4 * h * w * channels * torch.finfo(dtype).bits // 8
+
+
+def encoder_vram_bytes(modules: Iterable[nn.Module]) -> int:
+    """The text encoder's weights plus a margin for its activations."""
+    return sum(param_bytes(m) for m in modules) + ENCODER_MARGIN

@@ -7,6 +7,7 @@ import os
 
 from ..easyanimate_core import camera
 from ..easyanimate_core.builders import camera_conditioning
+from ..easyanimate_core.memory import vae_vram_bytes
 from . import host
 from .types import (
     CAMERA,
@@ -207,7 +208,9 @@ class EasyAnimateLoadCameraPose:
         }
 
     @classmethod
-    def IS_CHANGED(cls, pose_file, frames, resample, pose_path=""):
+    def IS_CHANGED(cls, pose_file=None, pose_path="", **_):
+        if pose_file is None or pose_path is None:  # ComfyUI passes None for inputs wired to another node
+            return float("nan")
         try:
             text = _read_pose_text(pose_file, pose_path)
         except (OSError, ValueError):
@@ -259,7 +262,7 @@ class EasyAnimateCameraControl:
             height,
             frames,
             resample=resample,
-            device=host.torch_device(),
+            device=host.make_room(vae_vram_bytes(vae.vae, height, width, vae.dtype)),
             offload=host.offload_device(),
         )
         return (VideoConditioning(cond, width, height, frames),)

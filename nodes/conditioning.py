@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..easyanimate_core.builders import image_to_video_conditioning, inpaint_video_conditioning
 from ..easyanimate_core.conditioning import BASE_RESOLUTIONS, bucket_size
+from ..easyanimate_core.memory import vae_vram_bytes
 from . import host
 from .types import CATEGORY, COND, MAX_SEED, MODEL, VAE, VideoConditioning, first_frame, resample_input, size_inputs
 
@@ -87,7 +88,7 @@ class EasyAnimateImageToVideo:
             frames,
             noise_aug_strength=noise_aug_strength,
             seed=seed,
-            device=host.torch_device(),
+            device=host.make_room(vae_vram_bytes(vae.vae, height, width, vae.dtype)),
             offload=host.offload_device(),
         )
         return (VideoConditioning(cond, width, height, frames),)
@@ -147,7 +148,7 @@ class EasyAnimateInpaintVideo:
             resample=resample,
             noise_aug_strength=noise_aug_strength,
             seed=seed,
-            device=host.torch_device(),
+            device=host.make_room(vae_vram_bytes(vae.vae, height, width, vae.dtype)),
             offload=host.offload_device(),
         )
         return (VideoConditioning(cond, width, height, frames), {"samples": latents})

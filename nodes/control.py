@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..easyanimate_core.builders import control_video_conditioning
+from ..easyanimate_core.memory import vae_vram_bytes
 from ..easyanimate_core.preprocess import canny
 from . import host
 from .types import CATEGORY, COND, MODEL, VAE, VideoConditioning, first_frame, resample_input, size_inputs
@@ -58,7 +59,7 @@ class EasyAnimateControlVideo:
             height,
             frames,
             resample=resample,
-            device=host.torch_device(),
+            device=host.make_room(vae_vram_bytes(vae.vae, height, width, vae.dtype)),
             offload=host.offload_device(),
         )
         return (VideoConditioning(cond, width, height, frames),)

@@ -87,6 +87,16 @@ def soft_empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def make_room(nbytes: int) -> torch.device:
+    """Before work that needs about ``nbytes`` on the compute device: inside ComfyUI, ask its model manager to
+    unload the models it keeps there (other nodes' checkpoints) until that much is free, as its own loaders do
+    (``free_memory``); our models are not in its list, so this never unloads them. Returns the compute device."""
+    device = torch_device()
+    if _mm is not None:
+        _mm.free_memory(int(nbytes), device)
+    return device
+
+
 # --- interruption ---------------------------------------------------------------------------------
 
 
@@ -274,10 +284,11 @@ def list_checkpoint_folders() -> list[str]:
     return sorted(names)
 
 
-def model_path(folder_name: str, name: str) -> str:
-    """The full path of a file or checkpoint folder `name` in `folder_name`; FileNotFoundError lists
-    where it looked. (ComfyUI's get_full_path finds files only, so folders are searched here.)"""
-    if _folder_paths is not None:
+def model_path(folder_name: str, name: str, folder: bool = False) -> str:
+    """The full path of a file (or with `folder`, a checkpoint folder) `name` in `folder_name`; FileNotFoundError
+    lists where it looked. ComfyUI's get_full_path finds files only (and warns about a linked folder), so
+    folders are searched here."""
+    if _folder_paths is not None and not folder:
         found = _folder_paths.get_full_path(folder_name, name)
         if found is not None:
             return found

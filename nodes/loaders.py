@@ -88,7 +88,7 @@ class LoadEasyAnimateModel:
     def load(
         self, checkpoint: str, precision: str, memory_mode: str, resident_blocks: int, text_encoder_fp8: bool = False
     ):
-        folder = host.model_path(host.CHECKPOINT_FOLDER, checkpoint)
+        folder = host.model_path(host.CHECKPOINT_FOLDER, checkpoint, folder=True)
         dtype = pick_dtype(precision, host.torch_device())
         policy, small = _policies(memory_mode, resident_blocks)
         models, _, _ = load_checkpoint(
@@ -206,7 +206,7 @@ class LoadEasyAnimateTextEncoder:
         }
 
     def load(self, text_encoder: str, precision: str, offload: bool, fp8: bool = False):
-        folder = host.model_path("text_encoders", text_encoder)
+        folder = host.model_path("text_encoders", text_encoder, folder=True)
         dtype = pick_dtype(precision, host.torch_device())
         encoder = load_text_encoder(folder, dtype=dtype, weight_dtype=torch.float8_e4m3fn if fp8 else None)
         return (TextEncoderHandle(encoder, dtype, MemoryPolicy("model_offload" if offload else "none")),)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..easyanimate_core.builders import latent_shape_for, sampler_conditioning, video_size_of
+from ..easyanimate_core.memory import sampling_vram_bytes
 from ..easyanimate_core.runner import run_sampler
 from ..easyanimate_core.sampling import Interrupted
 from ..easyanimate_core.schedulers import SCHEDULER_NAMES
@@ -174,6 +175,7 @@ class EasyAnimateSampler:
         cond = sampler_conditioning(model.config, shape, conditioning and conditioning.conditioning, init)
         progress = host.make_progress_callback(steps, model.latent_rgb)
         stats = {}
+        device = host.make_room(sampling_vram_bytes(model.model, model.memory, shape, model.dtype))
         try:
             latents = run_sampler(
                 model,
@@ -186,7 +188,7 @@ class EasyAnimateSampler:
                 shift=shift or None,
                 denoise=denoise if init is not None else 1.0,
                 cond=cond,
-                device=host.torch_device(),
+                device=device,
                 offload=host.offload_device(),
                 progress=progress,
                 should_stop=host.should_stop,

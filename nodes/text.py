@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 
+from ..easyanimate_core.memory import encoder_vram_bytes
 from ..easyanimate_core.runner import encode_prompts
 from . import host
 from .types import CATEGORY, EMBEDS, TEXT_ENCODER
@@ -64,7 +65,8 @@ class EasyAnimateTextEncode:
         key = (prompt, negative_prompt)
         embeds = self._cache.get(key)
         if embeds is None:
-            embeds = encode_prompts(text_encoder, prompt, negative_prompt, host.torch_device(), host.offload_device())
+            device = host.make_room(encoder_vram_bytes(text_encoder.encoder.modules()))
+            embeds = encode_prompts(text_encoder, prompt, negative_prompt, device, host.offload_device())
             self._cache[key] = embeds
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..easyanimate_core.conditioning import check_size
+from ..easyanimate_core.memory import vae_vram_bytes
 from ..easyanimate_core.runner import vae_decode, vae_encode
 from ..easyanimate_core.vae import VAETiling
 from . import host
@@ -42,7 +43,11 @@ class EasyAnimateVAEDecode:
         latents = samples["samples"]
         progress = host.make_progress_callback(1)
         tiling = VAETiling(tile_size) if tile else None
-        frames = vae_decode(vae, latents, host.torch_device(), host.offload_device(), tiling, progress)
+        scale = vae.vae.config.spatial_compression
+        room = vae_vram_bytes(
+            vae.vae, latents.shape[-2] * scale, latents.shape[-1] * scale, vae.dtype, tile_size if tile else None
+        )
+        frames = vae_decode(vae, latents, host.make_room(room), host.offload_device(), tiling, progress)
         return (frames,)
 
 
@@ -87,7 +92,8 @@ class EasyAnimateVAEEncode:
         video = images[..., :3].movedim(-1, 0)[None] * 2 - 1  # [T, H, W, 3] 0..1 -> [1, 3, T, H, W] -1..1
         progress = host.make_progress_callback(1)
         tiling = VAETiling(tile_size) if tile else None
-        latents = vae_encode(vae, video, host.torch_device(), host.offload_device(), tiling, progress)
+        room = vae_vram_bytes(vae.vae, height, width, vae.dtype, tile_size if tile else None)
+        latents = vae_encode(vae, video, host.make_room(room), host.offload_device(), tiling, progress)
         return ({"samples": latents},)
 
 

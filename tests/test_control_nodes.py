@@ -3,6 +3,7 @@ host, on tiny checkpoints: conditioning tensors against hand computations and th
 
 import base64
 import io
+import math
 import os
 
 import kornia
@@ -427,7 +428,10 @@ def test_load_camera_pose_file(env):
     with pytest.raises(FileNotFoundError, match="input folder"):
         node.load(POSE_FILE, 49, False, pose_path="missing.txt")
     cls = type(node)
-    assert cls.IS_CHANGED(POSE_FILE, 49, False) == cls.IS_CHANGED("x", 49, False, pose_path=text)
+    same = cls.IS_CHANGED(pose_file=POSE_FILE, frames=49, resample=False)  # ComfyUI passes keywords
+    assert same == cls.IS_CHANGED(pose_file="x", frames=49, resample=False, pose_path=text)
+    for linked in ({"pose_file": None}, {"pose_file": POSE_FILE, "pose_path": None}):  # wired to other nodes
+        assert math.isnan(cls.IS_CHANGED(frames=None, resample=None, **linked))
 
 
 def test_camera_errors(env, run):

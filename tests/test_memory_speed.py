@@ -257,3 +257,21 @@ def test_fp8_matmul_checks(monkeypatch):
     check_fp8_matmul_device(torch.device("cuda"))
     with pytest.raises(ValueError, match="not on mps"):
         check_fp8_matmul_device(torch.device("mps"))
+
+
+def test_vram_estimates(model):
+    """The estimates hosts use to make room: weights as placed (block swap holds two streamed blocks, fp8 one
+    byte per weight) plus activations that grow with the video; tiling bounds the VAE's."""
+    from easyanimate_core import memory as M
+
+    small, large = (1, 16, 3, 6, 8), (1, 16, 13, 72, 126)
+    none = M.sampling_vram_bytes(model, MemoryPolicy(), small, torch.float32)
+    assert none > M.param_bytes(model)
+    assert M.sampling_vram_bytes(model, MemoryPolicy(), large, torch.float32) > none
+    assert M.sampling_vram_bytes(model, MemoryPolicy(), small, torch.bfloat16) < none
+    blocks = [M.param_bytes(b) for b in model.transformer_blocks]
+    swap0 = M.sampling_vram_bytes(model, MemoryPolicy("block_swap", 0), small, torch.float32)
+    assert none - swap0 == sum(blocks) - 2 * max(blocks)
+    assert M.sampling_vram_bytes(model, MemoryPolicy("block_swap", 9), small, torch.float32) == none  # all resident
+    fp8 = torch.nn.Linear(4, 4).to(torch.float8_e4m3fn)
+    assert M.param_bytes(fp8) == 16 + 4

@@ -438,3 +438,24 @@ def test_speed_options_fp8_matmul(env, run):
     assert torch.equal(latents_of(PromptExecutor().execute(prompt)), fast)  # a fresh session: same output
     prompt["1"]["inputs"]["memory_mode"] = "model_offload"
     assert "load the transformer with memory mode fp8" in str(error_of(run, prompt))
+
+
+def test_nodes_make_room_before_device_work(env):
+    """Every node that puts a model on the device first asks ComfyUI's model manager to free what it needs
+    (model_management.free_memory), as ComfyUI's own loaders do: text encoding, the conditioning's VAE encode,
+    sampling and decoding, in that order, each asking at least its model's weights and the sampler exactly
+    the engine's estimate."""
+    from easyanimate_core.memory import param_bytes, sampling_vram_bytes
+
+    comfy, _ = env
+    calls = comfy.model_management.free_memory_calls
+    calls.clear()
+    result = execute_prompt(i2v_prompt(seed=3))
+    model, vae, text_encoder = (output[0] for output in result.results["1"])
+    asked = [n for n, device in calls]
+    assert all(device == torch.device("cpu") for _, device in calls)  # ComfyUI's compute device
+    assert len(asked) == 4
+    assert asked[0] > sum(param_bytes(m) for m in text_encoder.encoder.modules())
+    assert asked[1] > param_bytes(vae.vae) and asked[3] > param_bytes(vae.vae)  # conditioning encode, decode
+    assert asked[2] == sampling_vram_bytes(model.model, model.memory, (1, 16, 3, 6, 8), model.dtype)
+    assert asked[2] > param_bytes(model.model)

@@ -47,6 +47,15 @@ def unload_all_models() -> None:
     pass
 
 
+free_memory_calls: list = []  # (memory_required, device) of every free_memory call, for tests to read
+
+
+def free_memory(memory_required, device, keep_loaded=[]):  # noqa: B006 - ComfyUI's signature
+    """ComfyUI unloads the models it manages on ``device`` until ``memory_required`` bytes are free; none here."""
+    free_memory_calls.append((memory_required, device))
+    return []
+
+
 def interrupt_current_processing(value: bool = True) -> None:
     global interrupt_processing
     with interrupt_processing_mutex:
