@@ -324,24 +324,34 @@ def annotated_input_path(name: str) -> str:
     return os.path.join(input_directory(), name)
 
 
-def save_path(filename_prefix: str, width: int = 0, height: int = 0) -> tuple[str, str, int, str]:
-    """-> (folder, file name stem, next counter, subfolder) for `<stem>_<counter:05>_.<ext>` under the
-    output directory (ComfyUI: get_save_image_path, which also expands %width% and %date% tokens)."""
+def temp_directory() -> str:
     if _folder_paths is not None:
-        folder, stem, counter, subfolder, _ = _folder_paths.get_save_image_path(
-            filename_prefix, output_directory(), width, height
-        )
-        return folder, stem, counter, subfolder
-    root = output_directory()
-    subfolder = os.path.dirname(os.path.normpath(filename_prefix))
-    stem = os.path.basename(os.path.normpath(filename_prefix))
-    folder = os.path.join(root, subfolder)
-    if os.path.commonpath((os.path.abspath(root), os.path.abspath(folder))) != os.path.abspath(root):
-        raise ValueError(f"EasyAnimate: saving outside the output folder is not allowed: {folder}")
+        return _folder_paths.get_temp_directory()
+    return os.environ.get("EASYANIMATE_TEMP_DIR") or os.path.join(REPO_DIR, "temp")
+
+
+def save_temp_png(image: torch.Tensor, prefix: str, max_size: int = 1024) -> dict[str, str]:
+    """IMAGE frame [H, W, 3] 0..1 -> a PNG in the temp folder, at most ``max_size`` pixels on its long side, as the
+    ``{"filename", "subfolder", "type": "temp"}`` reference that ComfyUI's ``/view`` serves (PreviewImage's way:
+    the browser fetches the file instead of the history holding the picture). Named by content, so a rerun
+    with the same image writes nothing new."""
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    picture = _image_to_pil(image)
+    if max(picture.size) > max_size:
+        picture.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=4)
+    data = buffer.getvalue()
+    name = f"{prefix}_{hashlib.sha256(data).hexdigest()[:16]}.png"
+    folder = temp_directory()
     os.makedirs(folder, exist_ok=True)
-    taken = [0]
-    for existing in os.listdir(folder):
-        head, _, rest = existing.partition(stem + "_")
-        if head == "" and rest[:5].isdigit():
-            taken.append(int(rest[:5]))
-    return folder, stem, max(taken) + 1, subfolder
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        with open(path + ".part", "wb") as f:
+            f.write(data)
+        os.replace(path + ".part", path)
+    return {"filename": name, "subfolder": "", "type": "temp"}

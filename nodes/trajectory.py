@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
 
-import numpy as np
-from PIL import Image
-
 from ..easyanimate_core.pipeline import fit_image
 from ..easyanimate_core.trajectory import draw_tracks_preview, parse_tracks, tracks_to_video
+from . import host
 from .types import CATEGORY, MAX_SIZE, first_frame, resample_input, size_inputs
 
 
@@ -23,14 +19,6 @@ def example_tracks(width: int = 672, height: int = 384, frames: int = 49) -> str
         x, y = width * (0.3 + 0.4 * s), height * (0.6 - 0.2 * math.sin(math.pi * s))
         points.append({"x": round(x, 2), "y": round(y, 2)})
     return json.dumps([points])
-
-
-def png_base64(image) -> str:
-    """IMAGE frame [H, W, 3] 0..1 -> base64 PNG (what the trajectory editor shows behind the tracks)."""
-    array = (image.detach().float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(array, "RGB").save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _ref_size_input(name: str, default: int) -> tuple:
@@ -103,7 +91,8 @@ class EasyAnimateTrajectory:
         preview = draw_tracks_preview(seen, tracks, width, height)[None]  # [1, H, W, 3]
         if image is None:
             return (video, preview)
-        return {"ui": {"bg_image": [png_base64(image.movedim(0, -1))]}, "result": (video, preview)}
+        shown = host.save_temp_png(image.movedim(0, -1), "easyanimate_trajectory")
+        return {"ui": {"bg_image": [shown]}, "result": (video, preview)}
 
 
 NODE_CLASS_MAPPINGS = {"EasyAnimateTrajectory": EasyAnimateTrajectory}

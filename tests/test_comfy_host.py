@@ -337,8 +337,15 @@ def test_host_without_comfyui(tmp_path, monkeypatch):
         host.model_path("vae", "missing.safetensors")
     assert host.output_directory() == str(tmp_path / "out")
     assert host.annotated_input_path("a.png [output]") == str(tmp_path / "out" / "a.png")
-    folder, stem, counter, subfolder = host.save_path("videos/clip")
-    assert (stem, counter, subfolder) == ("clip", 1, "videos") and os.path.isdir(folder)
+    monkeypatch.setenv("EASYANIMATE_TEMP_DIR", str(tmp_path / "temp"))
+    wide = torch.linspace(0, 1, 3000).view(1, 3000, 1).expand(600, 3000, 3)  # [H, W, 3]
+    ref = host.save_temp_png(wide, "bg")
+    assert ref["type"] == "temp" and ref["subfolder"] == "" and ref["filename"].startswith("bg_")
+    with Image.open(tmp_path / "temp" / ref["filename"]) as png:
+        assert png.size == (1024, 205)  # at most 1024 on the long side, the aspect kept
+    assert host.save_temp_png(wide, "bg") == ref and len(os.listdir(tmp_path / "temp")) == 1  # named by content
+    make_room = host.make_room(10**12)  # nothing to unload without ComfyUI
+    assert make_room == host.torch_device()
 
 
 def _host_progress_node(host, decoder, stop_at=None):

@@ -1,8 +1,6 @@
 """The V5.1 conditioning-mode nodes (inpaint video, control video, Canny, trajectory, camera) in the fake ComfyUI
 host, on tiny checkpoints: conditioning tensors against hand computations and the engine, clear errors."""
 
-import base64
-import io
 import math
 import os
 
@@ -341,8 +339,9 @@ def test_trajectory_control_video_preview_and_editor_image(env, run):
     tracks = trajectory.parse_tracks(TRACK, 80, 56)
     assert torch.equal(video, trajectory.tracks_to_video(tracks, 64, 48, 9, resample=True))
     assert video.shape == (9, 48, 64, 3) and preview.shape == (1, 48, 64, 3)
-    (b64,) = result.outputs["15"]["bg_image"]
-    with Image.open(io.BytesIO(base64.b64decode(b64))) as png:
+    (shown,) = result.outputs["15"]["bg_image"]  # a temp file the editor fetches through /view
+    assert shown["type"] == "temp" and shown["subfolder"] == "" and shown["filename"].endswith(".png")
+    with Image.open(os.path.join(comfy.modules["folder_paths"].get_temp_directory(), shown["filename"])) as png:
         assert png.format == "PNG" and png.size == (96, 64)  # the reference image as loaded
         sent = torch.from_numpy(np.asarray(png.convert("RGB")).copy()).float().div(255).movedim(-1, 0)
     assert torch.equal(sent, image_of(comfy, START_IMAGE))

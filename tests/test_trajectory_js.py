@@ -123,7 +123,7 @@ function element(tag) {
 }
 globalThis.document = { createElement: element, getElementById: () => null, head: { appendChild() {} } };
 globalThis.ResizeObserver = class { observe() {} disconnect() {} };
-globalThis.Image = class {};
+globalThis.Image = class { set src(value) { globalThis.lastImageSrc = value; } };
 """
 
 EDITOR_SCRIPT = """
@@ -179,6 +179,8 @@ reopened.onNodeCreated();
 reopened.properties = JSON.parse(JSON.stringify(node.properties));
 reopened.onConfigure({});
 out.reopened = reopened.trajectoryEditor.tracks;
+node.onExecuted({ bg_image: [{ filename: "easyanimate_trajectory_0a.png", subfolder: "", type: "temp" }] });
+out.background = globalThis.lastImageSrc;
 editor.clear();
 out.cleared = json();
 console.log(JSON.stringify(out));
@@ -211,3 +213,5 @@ def test_editor_runs_with_a_stub_dom(tmp_path):
     assert out["threeFrames"][0][1] == {"x": 100, "y": 50}
     assert out["reopened"] == out["points"]
     assert out["cleared"] == []
+    # the node's ui reference (a temp file, see host.save_temp_png) is fetched through ComfyUI's /view
+    assert out["background"] == "/view?filename=easyanimate_trajectory_0a.png&subfolder=&type=temp"

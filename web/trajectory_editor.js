@@ -200,14 +200,9 @@ class TrajectoryEditor {
     img.src = src;
   }
 
-  /** After a run the node may send its reference image back: ui {"bg_image": [base64]} or {"images": [...]}. */
+  /** After a run the node sends its reference image back as a temp file: ui {"bg_image": [{filename, subfolder, type}]}. */
   onExecuted(message) {
-    const b64 = message?.bg_image?.[0];
-    if (b64) {
-      this.setImageSource(b64.startsWith("data:") ? b64 : `data:image/png;base64,${b64}`);
-      return;
-    }
-    const file = message?.images?.[0];
+    const file = message?.bg_image?.[0];
     if (file?.filename) {
       const q = new URLSearchParams({ filename: file.filename, subfolder: file.subfolder ?? "", type: file.type ?? "temp" });
       this.setImageSource(api.apiURL(`/view?${q}`));
