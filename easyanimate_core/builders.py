@@ -208,10 +208,42 @@ def inpaint_video_conditioning(
             )
     if inpaint is not None:
         return Conditioning(inpaint=inpaint.float().cpu(), init_latents=init), init
-    keep_mask = None
-    if keep is not None:  # the pixel mask on the latent grid
-        keep_mask = F.interpolate(keep, size=shape[2:], mode="trilinear", align_corners=True)
+    keep_mask = None if keep is None else on_latent_grid(keep, shape)
     return Conditioning(init_latents=init, keep_mask=keep_mask), init
+
+
+def on_latent_grid(keep: torch.Tensor, latent_shape: tuple[int, ...]) -> torch.Tensor:
+    """A pixel mask [1, 1, T, H, W] (1 = regenerate) -> the keep mask [B, 1, t, h, w] the sampler blends with."""
+    b, _, t, h, w = latent_shape
+    return F.interpolate(keep, size=(t, h, w), mode="trilinear", align_corners=True).expand(b, -1, -1, -1, -1)
+
+
+def noise_mask_conditioning(
+    cond: Conditioning, noise_mask: torch.Tensor, latents: torch.Tensor, latent_shape: tuple[int, ...]
+) -> Conditioning:
+    """``cond`` with a LATENT's ``noise_mask`` (ComfyUI's Set Latent Noise Mask: [N, 1, H, W] or [N, H, W],
+    1 = regenerate, one mask or one per video frame) as its keep mask: like KSampler, each step puts back the
+    latents' own content, noised to the step's level, where the mask is 0."""
+    if cond.keep_mask is not None:
+        raise ValueError(
+            "the latent has a noise mask and the conditioning (EasyAnimate Inpaint Video) has a mask too: use one"
+        )
+    mask = noise_mask.float()
+    if mask.ndim == 4 and mask.shape[1] == 1:
+        mask = mask[:, 0]
+    if mask.ndim not in (2, 3):
+        raise ValueError(
+            f"a noise mask must be [N, 1, H, W] or [N, H, W] (as Set Latent Noise Mask makes), got {tuple(mask.shape)}"
+        )
+    width, height, frames = video_size_of(latents)
+    count = 1 if mask.ndim == 2 else mask.shape[0]
+    if count not in (1, frames):
+        raise ValueError(
+            f"the noise mask has {count} frames but the latent holds a {frames}-frame video: give one mask for all "
+            f"frames or {frames} (one per frame)"
+        )
+    keep = on_latent_grid(fit_mask(mask, width, height, frames), latent_shape)
+    return Conditioning(inpaint=cond.inpaint, control=cond.control, init_latents=latents, keep_mask=keep)
 
 
 def control_video_conditioning(

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from ..easyanimate_core.builders import latent_shape_for, sampler_conditioning, video_size_of
+from ..easyanimate_core.builders import (
+    latent_shape_for,
+    noise_mask_conditioning,
+    sampler_conditioning,
+    video_size_of,
+)
 from ..easyanimate_core.memory import sampling_vram_bytes
 from ..easyanimate_core.runner import run_sampler
 from ..easyanimate_core.sampling import Interrupted
@@ -106,7 +111,9 @@ class EasyAnimateSampler:
                     "LATENT",
                     {
                         "tooltip": "Video to video: latents of an input video (EasyAnimate VAE Encode) to start "
-                        "from; the video size is taken from them."
+                        "from; the video size is taken from them. A noise mask on them (Set Latent Noise Mask; "
+                        "one mask or one per frame, 1 = regenerate) keeps the video where the mask is 0, as "
+                        "KSampler does."
                     },
                 ),
                 "denoise": (
@@ -173,6 +180,8 @@ class EasyAnimateSampler:
                 f"{width}x{height}, {frames} frames: set the same width, height and frames on both nodes"
             )
         cond = sampler_conditioning(model.config, shape, conditioning and conditioning.conditioning, init)
+        if latent is not None and latent.get("noise_mask") is not None:  # Set Latent Noise Mask, as KSampler does
+            cond = noise_mask_conditioning(cond, latent["noise_mask"], latent["samples"], shape)
         progress = host.make_progress_callback(steps, model.latent_rgb)
         stats = {}
         device = host.make_room(sampling_vram_bytes(model.model, model.memory, shape, model.dtype))

@@ -459,3 +459,34 @@ def test_nodes_make_room_before_device_work(env):
     assert asked[1] > param_bytes(vae.vae) and asked[3] > param_bytes(vae.vae)  # conditioning encode, decode
     assert asked[2] == sampling_vram_bytes(model.model, model.memory, (1, 16, 3, 6, 8), model.dtype)
     assert asked[2] > param_bytes(model.model)
+
+
+def test_latent_noise_mask_keeps_the_video_where_it_is_zero(env, run):
+    """Set Latent Noise Mask works as with KSampler: mask 0 gives back the input latents exactly (each step puts
+    them back, un-noised after the last), mask 1 equals the run without a mask, a half mask keeps its half."""
+    encoded = run(vae_encode_prompt()).results["11"][0][0]["samples"]
+
+    def masked(value=None, denoise=1.0):
+        prompt = {**t2v_prompt(INP, seed=9, denoise=denoise, latent=["11", 0]), **vae_encode_prompt()}
+        if value is not None:
+            prompt["20"] = {"class_type": "SolidMask", "inputs": {"value": value, "width": 64, "height": 48}}
+            prompt["21"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["11", 0], "mask": ["20", 0]}}
+            prompt["3"]["inputs"]["latent"] = ["21", 0]
+        return latents_of(run(prompt))
+
+    assert torch.equal(masked(0.0), encoded)
+    assert torch.equal(masked(0.0, denoise=0.6), encoded)
+    assert torch.equal(masked(1.0), masked(None))
+    assert not torch.equal(masked(1.0), encoded)
+    left = torch.zeros(1, 48, 64)
+    left[:, :, 32:] = 1  # regenerate the right half only
+    from easyanimate_core.builders import noise_mask_conditioning
+    from easyanimate_core.sampling import Conditioning
+
+    keep = noise_mask_conditioning(Conditioning(), left[:, None], encoded, tuple(encoded.shape)).keep_mask
+    assert keep.shape == (1, 1, 3, 6, 8) and torch.equal(keep[..., :3], torch.zeros(1, 1, 3, 6, 3))
+    assert torch.equal(keep[..., 5:], torch.ones(1, 1, 3, 6, 3))
+    with pytest.raises(ValueError, match="one mask for all frames or 9"):
+        noise_mask_conditioning(Conditioning(), torch.ones(4, 1, 48, 64), encoded, tuple(encoded.shape))
+    with pytest.raises(ValueError, match="use one"):
+        noise_mask_conditioning(Conditioning(keep_mask=keep), left, encoded, tuple(encoded.shape))

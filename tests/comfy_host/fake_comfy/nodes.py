@@ -199,8 +199,48 @@ class EmptyImage:
         return (torch.cat(channels, dim=-1),)
 
 
+class SetLatentNoiseMask:
+    """ComfyUI's: the mask rides along in the LATENT dict as ``noise_mask`` [N, 1, H, W]."""
+
+    @classmethod
+    def INPUT_TYPES(s):
+        return {"required": {"samples": ("LATENT",), "mask": ("MASK",)}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "set_mask"
+    CATEGORY = "latent/inpaint"
+
+    def set_mask(self, samples, mask):
+        s = samples.copy()
+        s["noise_mask"] = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
+        return (s,)
+
+
+class SolidMask:
+    """comfy_extras/nodes_mask.py's: one mask [1, H, W] of a single value."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "value": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "width": ("INT", {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
+                "height": ("INT", {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
+            }
+        }
+
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "solid"
+    CATEGORY = "mask"
+
+    def solid(self, value, width, height):
+        return (torch.full((1, height, width), value, dtype=torch.float32, device="cpu"),)
+
+
 NODE_CLASS_MAPPINGS.update(
     {
+        "SetLatentNoiseMask": SetLatentNoiseMask,
+        "SolidMask": SolidMask,
         "SaveImage": SaveImage,
         "PreviewImage": PreviewImage,
         "LoadImage": LoadImage,
@@ -210,6 +250,8 @@ NODE_CLASS_MAPPINGS.update(
 )
 NODE_DISPLAY_NAME_MAPPINGS.update(
     {
+        "SetLatentNoiseMask": "Set Latent Noise Mask",
+        "SolidMask": "SolidMask",
         "SaveImage": "Save Image",
         "PreviewImage": "Preview Image",
         "LoadImage": "Load Image",
