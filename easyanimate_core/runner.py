@@ -77,7 +77,7 @@ def run_sampler(
     if handle.fp8_matmul:
         check_fp8_matmul_device(device)
     noise, generator = initial_noise(latent_shape, seed)
-    sched = build_scheduler(scheduler, handle.scheduler_config, shift)
+    sched = build_scheduler(scheduler, handle.scheduler_config, shift, version=handle.config.version)
     model = handle.model
     model.set_attention_backend(handle.attention)
     lora_store = offload if handle.memory.offloads else device  # where converted LoRA tensors wait between runs

@@ -114,8 +114,17 @@ def sample(
     else:
         latents = noise * getattr(scheduler, "init_noise_sigma", 1.0)
 
+    videos = latents.shape[0]
+
     def batch(pos, neg):
-        return None if pos is None else (torch.cat([neg, pos]) if do_cfg else pos).to(device, dtype)
+        """Prompt embeddings for every video of the batch, the negative half first under CFG."""
+        if pos is None:
+            return None
+        pos = pos.expand(videos, *pos.shape[1:]) if pos.shape[0] == 1 else pos
+        if do_cfg:
+            neg = neg.expand(videos, *neg.shape[1:]) if neg.shape[0] == 1 else neg
+            pos = torch.cat([neg, pos])
+        return pos.to(device, dtype)
 
     if do_cfg and negative is None:
         raise ValueError("cfg above 1 needs a negative prompt embedding (an empty prompt is fine)")

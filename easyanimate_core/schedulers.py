@@ -40,24 +40,46 @@ def read_scheduler_config(folder: str | Path | None) -> dict[str, Any] | None:
     if folder is None:
         return None
     path = Path(folder) / "scheduler_config.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): re-download it") from e
 
 
-def build_scheduler(name: str, config: dict[str, Any] | None, shift: float | None = None):
+DDPM_SCHEDULERS = [name for name in SCHEDULER_NAMES if name != "Flow"]
+
+
+def check_scheduler_for(version: str, name: str) -> None:
+    """V5.1 is a flow-matching model, V5 a DDPM-family one (the official predict scripts' rule): any other pairing
+    runs but makes noise, so it is an error."""
+    if version == "V5" and name == "Flow":
+        raise ValueError(
+            f"EasyAnimate V5 is a DDPM-family model: choose {', '.join(DDPM_SCHEDULERS)} (Flow is for V5.1)"
+        )
+    if version == "V5.1" and name != "Flow":
+        raise ValueError(f"EasyAnimate V5.1 is a flow-matching model: choose Flow ({name} is for V5)")
+
+
+def build_scheduler(name: str, config: dict[str, Any] | None, shift: float | None = None, version: str | None = None):
     """A fresh diffusers scheduler ``name`` configured from ``config`` (keys it does not know are ignored).
 
     ``shift`` overrides the Flow scheduler's timestep shift (larger values spend more steps at high noise).
+    ``version`` (the model's, "V5" or "V5.1") makes a scheduler of the other family an error.
     """
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+    if version is not None:
+        check_scheduler_for(version, name)
     import diffusers
 
     cls = getattr(diffusers, SCHEDULERS[name])
     if config is None:
         if name != "Flow":
             raise ValueError(
-                f"scheduler {name!r} needs the checkpoint's scheduler/scheduler_config.json, which was not found; "
-                "load a full checkpoint folder or use 'Flow'"
+                f"scheduler {name!r} needs the checkpoint's scheduler/scheduler_config.json, which a single "
+                "transformer file lacks: load the whole checkpoint folder with Load EasyAnimate Model"
             )
         config = DEFAULT_FLOW_CONFIG
     trained_flow = config.get("_class_name") == "FlowMatchEulerDiscreteScheduler"
@@ -86,6 +108,10 @@ def set_timesteps(scheduler, steps: int, denoise: float = 1.0, device: torch.dev
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    if type(scheduler).__name__ == SCHEDULERS["PNDM"] and steps < 4:
+        raise ValueError(
+            f"PNDM needs at least 4 steps (its first steps are Runge-Kutta warm-up), got {steps}; nearest: 4"
+        )
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1], got {denoise}")
     if _is_flow(scheduler):

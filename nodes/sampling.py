@@ -13,7 +13,7 @@ from ..easyanimate_core.builders import (
 from ..easyanimate_core.memory import sampling_vram_bytes
 from ..easyanimate_core.runner import run_sampler
 from ..easyanimate_core.sampling import Interrupted
-from ..easyanimate_core.schedulers import SCHEDULER_NAMES
+from ..easyanimate_core.schedulers import SCHEDULER_NAMES, check_scheduler_for
 from . import host
 from .types import CATEGORY, COND, EMBEDS, MAX_SEED, MODEL, size_inputs
 
@@ -91,7 +91,7 @@ class EasyAnimateSampler:
                     {
                         "default": "Flow",
                         "tooltip": "Flow for EasyAnimate V5.1 (a flow-matching model); DDIM, Euler, Euler A, "
-                        "DPM++ or PNDM for V5.",
+                        "DPM++ or PNDM (at least 4 steps) for V5. The other family is an error.",
                     },
                 ),
                 "shift": (
@@ -167,6 +167,7 @@ class EasyAnimateSampler:
         conditioning=None,
         teacache: float = 0.0,
     ):
+        check_scheduler_for(model.config.version, scheduler)
         (width, height, frames), init = _generation_size(latent, width, height, frames, denoise)
         batch = 1 if latent is None else latent["samples"].shape[0]
         shape = latent_shape_for(model.config, width, height, frames, batch)

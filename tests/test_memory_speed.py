@@ -275,3 +275,18 @@ def test_vram_estimates(model):
     assert M.sampling_vram_bytes(model, MemoryPolicy("block_swap", 9), small, torch.float32) == none  # all resident
     fp8 = torch.nn.Linear(4, 4).to(torch.float8_e4m3fn)
     assert M.param_bytes(fp8) == 16 + 4
+
+
+def test_a_batch_of_videos_pairs_every_video_with_the_prompt(model):
+    """A LATENT batch (core LatentBatch / Repeat Latent Batch) samples every video with the same prompt: the first
+    video equals a batch-of-one run (its noise is the first slice of the seed's stream), the second differs."""
+    from easyanimate_core.handles import PromptEmbeds, TransformerHandle
+    from easyanimate_core.runner import run_sampler
+
+    handle, embeds = TransformerHandle(model, torch.float32), PromptEmbeds(text(1), text(2), "qwen2vl")
+    kw = dict(steps=2, cfg=4.0, seed=5, scheduler="Flow", device=CPU, offload=CPU)
+    single = run_sampler(handle, embeds, (1, 16, 2, 4, 4), **kw)
+    both = run_sampler(handle, embeds, (2, 16, 2, 4, 4), **kw)
+    assert both.shape == (2, 16, 2, 4, 4)
+    torch.testing.assert_close(both[:1], single, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(both[1], both[0], atol=1e-3)

@@ -175,3 +175,31 @@ def test_t2v_inpainting_at_full_denoise_keeps_the_unmasked_latents(loaded):
     init = encode_mode(models.vae, fit_video(video, 64, 48, 9))
     torch.testing.assert_close(out[..., :3], init[..., :3], atol=1e-6, rtol=0)  # latent columns 0-2: kept
     assert (out[..., 5:] - init[..., 5:]).abs().mean() > 0.1  # latent columns 5-7: generated
+
+
+def test_scheduler_family_must_match_the_model_version():
+    """The official rule (predict_t2v.py): V5.1 samples with Flow only, V5 with the DDPM family; the other pairing
+    would run and make noise. PNDM's warm-up needs 4 steps."""
+    from easyanimate_core.schedulers import build_scheduler, check_scheduler_for, set_timesteps
+    from easyanimate_core.testing import TINY_SCHEDULERS
+
+    check_scheduler_for("V5.1", "Flow")
+    check_scheduler_for("V5", "DDIM")
+    with pytest.raises(ValueError, match="V5 is a DDPM-family model: choose DDIM, Euler, Euler A, DPM"):
+        build_scheduler("Flow", TINY_SCHEDULERS["V5"], version="V5")
+    with pytest.raises(ValueError, match="V5.1 is a flow-matching model: choose Flow"):
+        build_scheduler("DDIM", TINY_SCHEDULERS["V5"], version="V5.1")
+    with pytest.raises(ValueError, match="single transformer file lacks"):
+        build_scheduler("DDIM", None, version="V5")
+    pndm = build_scheduler("PNDM", TINY_SCHEDULERS["V5"], version="V5")
+    with pytest.raises(ValueError, match="PNDM needs at least 4 steps.*nearest: 4"):
+        set_timesteps(pndm, 3)
+    assert len(set_timesteps(build_scheduler("PNDM", TINY_SCHEDULERS["V5"]), 4)) > 0
+
+
+def test_unreadable_scheduler_config_names_the_file(tmp_path):
+    from easyanimate_core.schedulers import read_scheduler_config
+
+    (tmp_path / "scheduler_config.json").write_text("{ not json")
+    with pytest.raises(ValueError, match="scheduler_config.json is not valid JSON .*re-download it"):
+        read_scheduler_config(tmp_path)
