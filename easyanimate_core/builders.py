@@ -14,13 +14,36 @@ from .configs import TransformerConfig, Variant
 from .handles import VAEHandle
 from .memory import on_device
 from .sampling import Conditioning, initial_noise
-from .vae import VAETiling
+from .vae import Progress, VAETiling
 
 VAE_SPATIAL, VAE_TEMPORAL = 8, 4  # compression of the EasyAnimate V5/V5.1 MagViT VAE
 
 
+def rgb_frames(images: torch.Tensor, what: str = "image") -> torch.Tensor:
+    """IMAGE [..., H, W, C] 0..1 -> [..., H, W, 3]: C = 1 (gray) repeated, C = 4 (RGBA) without its alpha.
+
+    The one place the pack turns ComfyUI's IMAGEs into RGB (first_frame, frames_to_video, fit_image); ``what``
+    names the input in the errors."""
+    if images.ndim < 3:
+        raise ValueError(f"{what} must be an IMAGE [frames, H, W, C], got shape {tuple(images.shape)}")
+    if images.ndim == 4 and images.shape[0] == 0:
+        raise ValueError(f"{what} is an empty batch: connect an IMAGE with at least one frame")
+    channels = images.shape[-1]
+    if channels == 1:
+        return images.expand(*images.shape[:-1], 3)  # gray -> RGB
+    if channels in (3, 4):
+        return images[..., :3]  # RGBA -> RGB: the alpha is dropped
+    raise ValueError(
+        f"{what}: IMAGE must have 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {channels}; convert it to RGB first"
+    )
+
+
 def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """[..., 3, H, W] 0..1 -> [..., 3, height, width] in -1..1: scaled to cover, centre-cropped."""
+    """[..., C, H, W] 0..1 (C = 1, 3 or 4, see rgb_frames) -> [..., 3, height, width] in -1..1: scaled to cover,
+    centre-cropped."""
+    if image.ndim < 3:
+        raise ValueError(f"expected an image [..., 3, H, W], got shape {tuple(image.shape)}")
+    image = rgb_frames(image.movedim(-3, -1)).movedim(-1, -3)  # [..., C, H, W] -> [..., 3, H, W]
     lead = image.shape[:-3]
     x = image.reshape(-1, *image.shape[-3:]).float()
     h, w = x.shape[-2:]
@@ -104,9 +127,11 @@ def image_to_video_conditioning(
     device: torch.device,
     offload: torch.device,
     tile: VAETiling | None = None,
+    progress: Progress | None = None,
 ) -> Conditioning:
     """Start and/or end image [3, H, W] 0..1 (any size: scaled to cover, centre-cropped) -> the InP
-    conditioning of a ``frames`` x ``height`` x ``width`` video.
+    conditioning of a ``frames`` x ``height`` x ``width`` video. ``progress(done, total)`` follows the VAE
+    encode (the nodes' progress bar, which also raises on Cancel).
 
     The noise augmentation of the kept frames draws from a CPU generator seeded with ``seed`` after the
     draw of the initial noise, as in the EasyAnimate pipelines: with the sampler's seed, the run equals
@@ -117,6 +142,10 @@ def image_to_video_conditioning(
             f"this one is {cfg.variant.value}"
         )
     shape = latent_shape_for(cfg, width, height, frames)
+    if frames == 1 and start is not None and end is not None:  # both would be kept on the one frame
+        raise ValueError(
+            "frames=1 has room for one image: connect only start_image or end_image, or set frames to 5 or more"
+        )
     _, generator = initial_noise(shape, seed)  # continue the stream after the sampler's initial noise
     first = fit_image(start, width, height)[None] if start is not None else None  # [1, 3, H, W] -1..1
     last = fit_image(end, width, height)[None] if end is not None else None
@@ -131,6 +160,7 @@ def image_to_video_conditioning(
             noise_aug_strength=noise_aug_strength,
             generator=generator,
             tile=tile,
+            progress=progress,
         )
     return Conditioning(inpaint=inpaint.float().cpu())
 
@@ -138,20 +168,46 @@ def image_to_video_conditioning(
 # --- video-to-video with a mask, control video, camera path (the control nodes) --------------------
 
 
+def in_stages(progress: Progress | None, stages: int) -> Progress | None:
+    """``progress`` for ``stages`` VAE encodes in a row, as one bar: each encode fills the next equal share (an
+    encode's count restarting at or below its last value starts the next share)."""
+    if progress is None or stages <= 1:
+        return progress
+    stage, last = 0, 0
+
+    def report(done: int, total: int) -> None:
+        nonlocal stage, last
+        if done <= last:
+            stage = min(stage + 1, stages - 1)
+        last = done
+        progress(stage * total + done, stages * total)
+
+    return report
+
+
 def frames_to_video(
     images: torch.Tensor, width: int, height: int, frames: int, *, resample: bool = False, what: str = "video"
 ) -> torch.Tensor:
     """IMAGE frames [N, H, W, C] 0..1 -> video [1, 3, frames, height, width] in -1..1 (each frame scaled to
-    cover, centre-cropped). N must equal ``frames`` unless ``resample`` picks evenly spread frames."""
+    cover, centre-cropped). N must equal ``frames`` unless ``resample`` picks evenly spread frames. C is 1, 3 or 4
+    (rgb_frames)."""
+    images = rgb_frames(images, what)
     index = C.frame_indices(images.shape[0], frames, resample, what)
-    x = images[index, ..., :3].movedim(-1, 1)  # [T, H, W, 3] -> [T, 3, H, W]
+    x = images[index].movedim(-1, 1)  # [T, H, W, 3] -> [T, 3, H, W]
     return fit_image(x, width, height).transpose(0, 1)[None]  # [T, 3, H, W] -> [1, 3, T, H, W]
 
 
 def fit_mask(mask: torch.Tensor, width: int, height: int, frames: int, *, resample: bool = False) -> torch.Tensor:
-    """MASK [N, H, W] or [H, W] (1 = regenerate; one mask for every frame, or one per frame) -> binary mask
-    [1, 1, frames, height, width], scaled to cover and centre-cropped like the video."""
+    """MASK [N, H, W], [H, W] or [N, 1, H, W] (1 = regenerate; one mask for every frame, or one per frame) ->
+    binary mask [1, 1, frames, height, width], scaled to cover and centre-cropped like the video."""
+    shape = tuple(mask.shape)
+    mask = mask[:, 0] if mask.ndim == 4 and mask.shape[1] == 1 else mask  # [N, 1, H, W] -> [N, H, W]
     mask = mask[None] if mask.ndim == 2 else mask
+    if mask.ndim != 3:
+        raise ValueError(
+            f"mask must be [frames, H, W] (a MASK), got {shape}: connect a MASK (e.g. from Load Image, or "
+            "Convert Image to Mask)"
+        )
     if mask.shape[0] == 1:
         index = torch.zeros(frames, dtype=torch.long)
     else:
@@ -176,13 +232,15 @@ def inpaint_video_conditioning(
     device: torch.device,
     offload: torch.device,
     tile: VAETiling | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Conditioning, torch.Tensor]:
     """Video-to-video with an optional inpaint mask -> (conditioning, the video's latents [1, C, t, h, w]).
 
     ``video`` is IMAGE frames [N, H, W, C] 0..1; ``mask`` a MASK (1 = regenerate) or None. InP checkpoints get
     the masked-video latents (as pipeline.generate); T2V checkpoints a keep mask on the latent grid, with the
     video's latents blended back into the kept region after every step. The latents start the Sampler when
-    its denoise is below 1. The noise augmentation continues the sampler's ``seed`` stream, as in I2V."""
+    its denoise is below 1. The noise augmentation continues the sampler's ``seed`` stream, as in I2V.
+    ``progress(done, total)`` follows each VAE encode (the video's, then the masked video's)."""
     if cfg.variant not in (Variant.INP, Variant.T2V):
         raise ValueError(
             f"video inpainting needs an EasyAnimate InP or T2V checkpoint; this one is {cfg.variant.value}: "
@@ -192,8 +250,12 @@ def inpaint_video_conditioning(
     _, generator = initial_noise(shape, seed)  # continue the stream after the sampler's initial noise
     pixels = frames_to_video(video, width, height, frames, resample=resample, what="input video")
     keep = fit_mask(mask, width, height, frames, resample=resample) if mask is not None else None
+    if mask is not None:  # after fit_mask has checked the mask's shape
+        check_mask_aspect(tuple(mask.shape[-2:]), tuple(video.shape[1:3]), width, height)
+    masked = cfg.variant == Variant.INP and keep is not None and not bool((keep > 0.5).all())  # a second encode
+    progress = in_stages(progress, 2 if masked else 1)
     with on_device(vh.vae, device, offload, vh.memory):
-        init = C.encode_mode(vh.vae, pixels.to(device), tile=tile).float().cpu()
+        init = C.encode_mode(vh.vae, pixels.to(device), tile=tile, progress=progress).float().cpu()
         inpaint = None
         if cfg.variant == Variant.INP:
             inpaint = C.inpaint_latents(
@@ -205,11 +267,25 @@ def inpaint_video_conditioning(
                 noise_aug_strength=noise_aug_strength,
                 generator=generator,
                 tile=tile,
+                progress=progress,
             )
     if inpaint is not None:
         return Conditioning(inpaint=inpaint.float().cpu(), init_latents=init), init
     keep_mask = None if keep is None else on_latent_grid(keep, shape)
     return Conditioning(init_latents=init, keep_mask=keep_mask), init
+
+
+def check_mask_aspect(mask_hw: tuple[int, int], video_hw: tuple[int, int], width: int, height: int) -> None:
+    """Raise ValueError when a mask would land off its video. fit_image scales each to cover the generation size
+    and centre-crops, so they stay aligned when the mask has the video's aspect ratio, or the generation size's
+    (then it is already in the output's frame, uncropped); other shapes are cropped differently."""
+    (mh, mw), (vh, vw) = mask_hw, video_hw
+    if any(abs((mw / mh) / ratio - 1) <= 0.01 for ratio in (vw / vh, width / height)):
+        return
+    raise ValueError(
+        f"the mask is {mw}x{mh} but the video is {vw}x{vh}: give a mask of the video's aspect ratio (resize both the "
+        f"same way), or one of the generation size {width}x{height}"
+    )
 
 
 def on_latent_grid(keep: torch.Tensor, latent_shape: tuple[int, ...]) -> torch.Tensor:
@@ -259,9 +335,11 @@ def control_video_conditioning(
     device: torch.device,
     offload: torch.device,
     tile: VAETiling | None = None,
+    progress: Progress | None = None,
 ) -> Conditioning:
     """Control video (IMAGE frames [N, H, W, C] 0..1: pose, depth, edges, trajectory heat-maps) and an optional
-    ref image [3, H, W] 0..1 -> the Control checkpoint's conditioning (conditioning.control_latents)."""
+    ref image [3, H, W] 0..1 -> the Control checkpoint's conditioning (conditioning.control_latents);
+    ``progress(done, total)`` follows each VAE encode."""
     if cfg.variant == Variant.CAMERA:
         raise ValueError(
             "this is a Control-Camera checkpoint, steered by a camera path rather than a control video: use "
@@ -277,9 +355,16 @@ def control_video_conditioning(
     shape = latent_shape_for(cfg, width, height, frames)
     video = frames_to_video(control, width, height, frames, resample=resample, what="control video")
     ref_px = fit_image(ref, width, height)[None] if ref is not None else None  # [1, 3, H, W] -1..1
+    progress = in_stages(progress, 2 if ref is not None and shape[2] > 1 else 1)  # control video, then ref image
     with on_device(vh.vae, device, offload, vh.memory):
         latents = C.control_latents(
-            vh.vae, cfg, video.to(device), None if ref_px is None else ref_px.to(device), shape[2:], tile=tile
+            vh.vae,
+            cfg,
+            video.to(device),
+            None if ref_px is None else ref_px.to(device),
+            shape[2:],
+            tile=tile,
+            progress=progress,
         )
     return Conditioning(control=latents.float().cpu())
 
@@ -297,9 +382,11 @@ def camera_conditioning(
     device: torch.device,
     offload: torch.device,
     tile: VAETiling | None = None,
+    progress: Progress | None = None,
 ) -> Conditioning:
     """Camera path (camera.CameraPose per frame) and an optional ref image [3, H, W] 0..1 -> the Control-Camera
-    checkpoint's conditioning: the Plücker embedding at the generation size, through conditioning.control_latents."""
+    checkpoint's conditioning: the Plücker embedding at the generation size, through conditioning.control_latents.
+    ``progress(done, total)`` follows the ref image's VAE encode."""
     from . import camera
 
     if cfg.variant != Variant.CAMERA:
@@ -329,5 +416,6 @@ def camera_conditioning(
             shape[2:],
             camera=plucker.to(device),
             tile=tile,
+            progress=progress,
         )
     return Conditioning(control=latents.float().cpu())

@@ -172,16 +172,31 @@ def resample_poses(poses: list[CameraPose], frames: int) -> list[CameraPose]:
     return out
 
 
-def _parse_pose_line(line: str) -> CameraPose:
-    values = line.split()
-    if len(values) != POSE_LINE_VALUES:
-        raise ValueError(f"expected {POSE_LINE_VALUES} numbers, got {len(values)}")
+def _is_number(token: str) -> bool:
     try:
-        numbers = [float(v) for v in values]
-    except ValueError as e:
-        raise ValueError(f"not a number ({e})") from None
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_pose_line(values: list[str]) -> CameraPose:
+    """The tokens of one pose line -> its pose; ValueError says what is wrong (the caller adds the line number)."""
+    if len(values) != POSE_LINE_VALUES:
+        raise ValueError(
+            f"a pose line has {POSE_LINE_VALUES} numbers (frame, fx, fy, cx, cy, 2 zeros, 12 of the 3x4 matrix); "
+            f"this one has {len(values)}"
+        )
+    bad = [(i, v) for i, v in enumerate(values, start=1) if not _is_number(v)]
+    if bad:
+        i, v = bad[0]
+        raise ValueError(f"value {i} ({v!r}) is not a number")
+    numbers = [float(v) for v in values]
     if not all(math.isfinite(v) for v in numbers):
-        raise ValueError("contains inf or nan")
+        raise ValueError("all values must be finite numbers; this line has inf or nan")
+    fx, fy = numbers[1:3]
+    if fx <= 0 or fy <= 0:
+        raise ValueError(f"focal lengths fx, fy must be positive (normalised to the image size), got {fx:g}, {fy:g}")
     w2c = np.eye(4)
     w2c[:3] = np.asarray(numbers[7:]).reshape(3, 4)
     if abs(np.linalg.det(w2c)) < 1e-9:
@@ -193,25 +208,33 @@ def parse_pose_file(text: str, frames: int | None = None, resample: bool = False
     """CameraCtrl / RealEstate10K pose text -> camera path.
 
     Each line: ``timestamp fx fy cx cy 0 0 r11 r12 r13 t1 r21 r22 r23 t2 r31 r32 r33 t3`` (the 3x4
-    world-to-camera matrix row by row). Lines that do not parse (the URL header line, blank lines) are
-    skipped. With ``frames``, the pose count must match it, unless ``resample`` spreads the poses over
-    ``frames`` frames (see :func:`resample_poses`).
+    world-to-camera matrix row by row). Blank lines and lines whose first word is not a number (the URL header
+    line of RealEstate10K files, which the official reader drops) are skipped; any other line must be a valid
+    pose, or ValueError names the line and what is wrong. With ``frames``, the pose count must match it, unless
+    ``resample`` spreads the poses over ``frames`` frames (see :func:`resample_poses`).
     """
     poses: list[CameraPose] = []
-    problems: list[str] = []
+    skipped: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+        values = line.split()
+        if not values:
+            continue
+        if not _is_number(values[0]):  # a header or URL line
+            shown = line.strip() if len(line.strip()) <= 60 else line.strip()[:57] + "..."
+            skipped.append(f"line {number} ({shown!r})")
             continue
         try:
-            poses.append(_parse_pose_line(line))
+            poses.append(_parse_pose_line(values))
         except ValueError as e:
-            shown = line.strip() if len(line.strip()) <= 60 else line.strip()[:57] + "..."
-            problems.append(f"line {number} ({shown!r}): {e}")
+            raise ValueError(f"line {number}: {e}") from None
     if not poses:
-        detail = "; ".join(problems[:2]) if problems else "the text is empty"
-        raise ValueError(f"no camera pose found in the pose file; {detail}")
-    if problems:
-        log.debug("pose file: skipped %d line(s): %s", len(problems), "; ".join(problems))
+        detail = f"no line starts with a number (skipped {', '.join(skipped[:2])})" if skipped else "the text is empty"
+        raise ValueError(
+            f"no camera pose found in the pose file: {detail}; each pose line is 'frame fx fy cx cy 0 0' then the "
+            "3x4 world-to-camera matrix"
+        )
+    if skipped:
+        log.debug("pose file: skipped %d header line(s): %s", len(skipped), "; ".join(skipped))
     if frames is not None and len(poses) != frames:
         if not resample:
             raise ValueError(

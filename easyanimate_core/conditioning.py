@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .configs import CAMERA_CHANNELS, TransformerConfig, Variant
-from .vae import MagvitVAE
+from .vae import MagvitVAE, Progress
 
 SIZE_MULTIPLE = 16  # 8x VAE downsampling times the transformer's 2x2 patches
 
@@ -110,10 +110,12 @@ def inpaint_latents(
     noise_aug_strength: float = 0.0563,
     generator: torch.Generator | None = None,
     tile=None,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """The InP transformer's extra input [B, 1 + C, t, h, w]: kept-region mask and masked-video latents.
 
     With no video, or a mask that regenerates everything, both parts are zero (plain text-to-video).
+    ``progress(done, total)`` is passed to the VAE encode.
     """
     if cfg.variant != Variant.INP:
         raise ValueError(f"image/inpaint conditioning needs an InP checkpoint; this one is {cfg.variant.value}")
@@ -131,7 +133,7 @@ def inpaint_latents(
         if generator is None:
             raise ValueError("noise augmentation needs a generator")
         masked = add_reference_noise(masked, noise_aug_strength, generator)
-    masked_latents = encode_mode(vae, masked, tile=tile)
+    masked_latents = encode_mode(vae, masked, tile=tile, progress=progress)
     mask_latents = resize_mask(1 - mask, masked_latents.shape[2:]) * vae.scaling_factor
     return torch.cat([mask_latents.to(masked_latents), masked_latents], dim=1)
 
@@ -160,12 +162,14 @@ def control_latents(
     *,
     camera: torch.Tensor | None = None,
     tile=None,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """The Control transformer's extra input [B, Cc, t, h, w].
 
     Control: VAE latents of the control video (zeros without one). Control-Camera: the Plücker embedding
     [B, 6, T, H, W] resized to the latent grid (first frame alone) and scaled by 6. Then, for V5.1
     control models, the ref image's latents on the first latent frame (zeros without a ref image).
+    ``progress(done, total)`` is passed to each VAE encode.
     """
     variant = cfg.variant
     if variant not in (Variant.CONTROL, Variant.CAMERA):
@@ -180,13 +184,15 @@ def control_latents(
             raise ValueError("camera input needs a Control-Camera checkpoint; this one is Control")
         b = 1 if control_video is None else control_video.shape[0]
         main = (
-            encode_mode(vae, control_video, tile=tile) if control_video is not None else torch.zeros(b, c, *latent_size)
+            encode_mode(vae, control_video, tile=tile, progress=progress)
+            if control_video is not None
+            else torch.zeros(b, c, *latent_size)
         )
     parts = [main]
     if cfg.in_channels - cfg.out_channels - main.shape[1] == c:  # the checkpoint takes ref-image latents
         ref = torch.zeros(main.shape[0], c, *latent_size, dtype=main.dtype, device=main.device)
         if ref_image is not None and latent_size[0] != 1:
-            ref[:, :, :1] = encode_mode(vae, ref_image[:, :, None], tile=tile)
+            ref[:, :, :1] = encode_mode(vae, ref_image[:, :, None], tile=tile, progress=progress)
         parts.append(ref)
     elif ref_image is not None:
         check_ref_image(cfg)

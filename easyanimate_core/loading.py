@@ -105,10 +105,25 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def read_json(path: str | Path) -> dict:
+    """A JSON object from a user's file (config.json, a shard index); a broken file is a ValueError naming it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise ValueError(f"{path} is not valid JSON ({reason}): re-download it") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object: re-download it")
+    return data
+
+
 def weight_files(folder: Path) -> list[Path]:
     """The weights of a model folder: the shards of an index json, or the single weights file."""
     for index in sorted(folder.glob("*.index.json")):
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index} has no 'weight_map' of shard files: re-download it")
         files = [folder / name for name in sorted(set(weight_map.values()))]
         absent = [f.name for f in files if not f.is_file()]
         if absent:
@@ -227,8 +242,8 @@ def load_transformer(
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
             raise ValueError(f"{path} has no config.json; expected a transformer folder (config.json + safetensors)")
+        config = config or read_json(cfg_file)  # before the weights: a broken config fails fast
         raw = read_folder_weights(path, report)
-        config = config or json.loads(cfg_file.read_text(encoding="utf-8"))
     else:
         raw = read_state_dict(path)
         report.files.append(str(path))
@@ -270,7 +285,7 @@ def load_vae(
         cfg_file = path / "config.json"
         if config is None and not cfg_file.is_file():
             raise ValueError(f"{path} has no config.json; expected a VAE folder (config.json + safetensors)")
-        config = config or json.loads(cfg_file.read_text(encoding="utf-8"))
+        config = config or read_json(cfg_file)
         sd = read_folder_weights(path, report)
     else:
         sd = read_state_dict(path)

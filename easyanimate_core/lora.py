@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from . import keys, ops
+from .loading import read_state_dict
 
 if TYPE_CHECKING:
     from .handles import TransformerHandle
@@ -54,6 +55,7 @@ _TRANSFORMER_PREFIX = re.compile(
     r"^(?:lora_unet_+|lora_transformer_+|base_model\.model\.|model\.diffusion_model\.|diffusion_model\.|"
     r"transformer\.|unet\.)"
 )
+_BLOCK = re.compile(r"^transformer_blocks[._](\d+)(?:[._]|$)")  # dotted or kohya-flattened
 _TEXT_ENCODER_PREFIX = re.compile(r"^(?:lora_te\d*_|text_encoders?(?:_\d)?\.|te\d?\.)")
 
 LoraStack = tuple[tuple["LoadedLora", float], ...]  # TransformerHandle.loras: (lora, strength) pairs
@@ -164,6 +166,21 @@ def _fit(lora_name: str, target: str, module: nn.Module, down: torch.Tensor, up:
     return down, up
 
 
+def _check_depth(name: str, unmatched: list[str], targets: Iterable[str]) -> None:
+    """ValueError when unmatched keys name transformer blocks past this model's last: a LoRA for a deeper model.
+
+    Other unmatched keys (layers this code does not patch) stay a warning in :func:`parse_lora`.
+    """
+    have = 1 + max((int(m[1]) for t in targets if (m := _BLOCK.match(t))), default=-1)
+    modules = (_TRANSFORMER_PREFIX.sub("", m["module"], count=1) for k in unmatched if (m := _KEY.match(k)))
+    wanted = 1 + max((int(m[1]) for mod in modules if (m := _BLOCK.match(mod))), default=-1)
+    if wanted > have:
+        raise ValueError(
+            f"LoRA {name!r}: the LoRA targets {wanted} transformer blocks but this model has {have}: it was made "
+            "for another model size"
+        )
+
+
 def parse_lora(sd: dict[str, torch.Tensor], model: nn.Module, name: str = "lora") -> LoadedLora:
     """Resolve a LoRA state dict (any supported format) against ``model``; unmatched keys are logged."""
     aliases, targets = module_aliases(model), lora_targets(model)
@@ -182,6 +199,7 @@ def parse_lora(sd: dict[str, torch.Tensor], model: nn.Module, name: str = "lora"
         if part in parts.setdefault(target, {}):
             raise ValueError(f"LoRA {name!r}: {key!r} and {parts[target][part][0]!r} both patch layer {target!r}")
         parts[target][part] = (key, tensor)
+    _check_depth(name, unmatched, targets)
     if not parts:
         sample = ", ".join(repr(k) for k in list(sd)[:3])
         raise ValueError(
@@ -204,18 +222,12 @@ def parse_lora(sd: dict[str, torch.Tensor], model: nn.Module, name: str = "lora"
 
 
 def read_lora_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A LoRA file's tensors on the CPU (safetensors, or a pickle read with ``weights_only=True``)."""
-    path = os.fspath(path)
-    if path.endswith((".safetensors", ".sft")):
-        from safetensors.torch import load_file
+    """A LoRA file's tensors on the CPU (safetensors, or a pickle read with ``weights_only=True``).
 
-        return load_file(path, device="cpu")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path} does not hold a LoRA state dict (a dict of tensors)")
-    return sd
+    Read like any weights file (:func:`loading.read_state_dict`): a truncated or corrupt file is a ValueError
+    naming it.
+    """
+    return read_state_dict(path)
 
 
 def load_lora(path: str | os.PathLike, model: nn.Module, name: str | None = None) -> LoadedLora:

@@ -43,6 +43,12 @@ def canny(
         raise ValueError(f"the blur kernel_size must be odd and at least 3; got {kernel_size}")
     if sigma <= 0:
         raise ValueError(f"the blur sigma must be positive; got {sigma}")
+    height, width = images.shape[1:3]
+    fits = 2 * min(height, width) - 1  # the blur's reflect padding (kernel_size // 2) must be shorter than a side
+    if kernel_size > fits:
+        if fits < 3:
+            raise ValueError(f"the {width}x{height} frames are too small for Canny edges: they need at least 2x2")
+        raise ValueError(f"kernel_size {kernel_size} is too large for the {width}x{height} frames: use at most {fits}")
     total = images.shape[0]
     out = torch.empty(total, *images.shape[1:3], 3, dtype=torch.float32)
     for start in range(0, total, chunk):

@@ -21,7 +21,6 @@ negative prompt is the empty string ``""``.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -30,8 +29,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError
 
 from . import ops
+from .loading import read_json
 
 logger = logging.getLogger("EasyAnimate")
 
@@ -305,7 +306,7 @@ def _read_config(folder: Path) -> dict:
     path = folder / "config.json"
     if not path.is_file():
         raise ValueError(f"no config.json in {folder}; {_EXPECTED_LAYOUT}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
 
 
 def _detect(config: dict) -> str:
@@ -335,9 +336,7 @@ def _resolve_paths(folder_or_paths) -> dict[str, Path]:
         paths = {k: v for k, v in paths.items() if v.is_dir()}
         index = root / "model_index.json"
         if index.is_file():
-            logger.debug(
-                "%s: diffusers layout (%s)", root, json.loads(index.read_text(encoding="utf-8")).get("_class_name")
-            )
+            logger.debug("%s: diffusers layout (%s)", root, read_json(index).get("_class_name"))
     else:
         raise TypeError(f"load_text_encoder: expected a folder or a mapping of paths, got {type(folder_or_paths)}")
     for key in ("text_encoder", "tokenizer"):
@@ -356,8 +355,25 @@ def _from_pretrained(cls, folder: Path, dtype: torch.dtype):
 
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-    model = cls.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=True, **{dtype_key: dtype})
-    return model
+    try:
+        return cls.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=True, **{dtype_key: dtype})
+    except SafetensorError as e:
+        raise ValueError(
+            f"cannot read {_broken_weights(folder)}: it is truncated or corrupt ({e}); re-download it"
+        ) from e
+
+
+def _broken_weights(folder: Path) -> str:
+    """'weights file <path>' for the first .safetensors file of ``folder`` that does not open, else its folder."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except (SafetensorError, OSError):
+            return f"weights file {path}"
+    return f"the weights in {folder}"
 
 
 def load_text_encoder(

@@ -31,12 +31,18 @@ COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        try:  # Python-style quotes, which the official node also accepts
-            return json.loads(text.replace("'", '"'))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"tracks are not valid JSON: {e}") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            try:  # Python-style quotes, which the official node also accepts
+                return json.loads(text.replace("'", '"'))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"tracks are not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(
+            "the tracks JSON is malformed: its lists are nested far too deeply; it should be a list of tracks, each "
+            'a list of {"x": .., "y": ..} points'
+        ) from None
 
 
 def _decode(value: Any) -> Any:

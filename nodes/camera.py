@@ -170,8 +170,17 @@ def _read_pose_text(pose_file: str, pose_path: str) -> str:
         path = host.annotated_input_path(pose_file)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pose file not found: {path} (relative paths are in the ComfyUI input folder)")
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        binary = "\0" in text  # valid UTF-8 can still be binary
+    except UnicodeDecodeError:
+        binary, text = True, ""
+    if binary:
+        raise ValueError(
+            f"{path} is not a text pose file: choose a CameraCtrl/RealEstate10K .txt file (one pose per line)"
+        )
+    return text
 
 
 class EasyAnimateLoadCameraPose:
@@ -257,13 +266,14 @@ class EasyAnimateCameraControl:
             vae,
             model.config,
             list(camera.poses),
-            first_frame(ref_image),
+            first_frame(ref_image, "ref_image"),
             width,
             height,
             frames,
             resample=resample,
             device=host.make_room(vae_vram_bytes(vae.vae, height, width, vae.dtype)),
             offload=host.offload_device(),
+            progress=host.make_progress_callback(1),  # the ref image's VAE encode; raises on Cancel
         )
         return (VideoConditioning(cond, width, height, frames),)
 

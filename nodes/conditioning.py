@@ -81,8 +81,8 @@ class EasyAnimateImageToVideo:
         cond = image_to_video_conditioning(
             vae,
             model.config,
-            first_frame(start_image),
-            first_frame(end_image),
+            first_frame(start_image, "start_image"),
+            first_frame(end_image, "end_image"),
             width,
             height,
             frames,
@@ -90,6 +90,7 @@ class EasyAnimateImageToVideo:
             seed=seed,
             device=host.make_room(vae_vram_bytes(vae.vae, height, width, vae.dtype)),
             offload=host.offload_device(),
+            progress=host.make_progress_callback(1),  # the VAE encode's bar; raises on Cancel
         )
         return (VideoConditioning(cond, width, height, frames),)
 
@@ -150,6 +151,7 @@ class EasyAnimateInpaintVideo:
             seed=seed,
             device=host.make_room(vae_vram_bytes(vae.vae, height, width, vae.dtype)),
             offload=host.offload_device(),
+            progress=host.make_progress_callback(1),  # the VAE encodes' bar; raises on Cancel
         )
         return (VideoConditioning(cond, width, height, frames), {"samples": latents})
 

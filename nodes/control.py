@@ -54,13 +54,14 @@ class EasyAnimateControlVideo:
             vae,
             model.config,
             control_video,
-            first_frame(ref_image),
+            first_frame(ref_image, "ref_image"),
             width,
             height,
             frames,
             resample=resample,
             device=host.make_room(vae_vram_bytes(vae.vae, height, width, vae.dtype)),
             offload=host.offload_device(),
+            progress=host.make_progress_callback(1),  # the VAE encodes' bar; raises on Cancel
         )
         return (VideoConditioning(cond, width, height, frames),)
 

@@ -86,7 +86,7 @@ class EasyAnimateTrajectory:
     def draw(self, tracks_json, ref_width, ref_height, frames, width, height, resample, reference_image=None):
         tracks = parse_tracks(tracks_json, ref_width, ref_height)
         video = tracks_to_video(tracks, width, height, frames, resample=resample)  # [T, H, W, 3]
-        image = first_frame(reference_image)  # [3, H, W] or None
+        image = first_frame(reference_image, "reference_image")  # [3, H, W] or None
         seen = None if image is None else (fit_image(image, width, height).movedim(0, -1) + 1) / 2  # [H, W, 3]
         preview = draw_tracks_preview(seen, tracks, width, height)[None]  # [1, H, W, 3]
         if image is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..easyanimate_core.builders import rgb_frames
 from ..easyanimate_core.memory import MEMORY_MODES
 from ..easyanimate_core.sampling import Conditioning
 
@@ -59,9 +60,10 @@ def resample_input(what: str) -> tuple:
     )
 
 
-def first_frame(image):
-    """IMAGE [B, H, W, C] 0..1 -> its first frame [3, H, W], or None."""
-    return None if image is None else image[0, ..., :3].movedim(-1, 0)
+def first_frame(image, what: str = "image"):
+    """IMAGE [B, H, W, C] 0..1 (C = 1 gray, 3 RGB or 4 RGBA) -> its first frame [3, H, W] RGB, or None.
+    ``what`` names the input in the errors (an empty batch, other channel counts)."""
+    return None if image is None else rgb_frames(image, what)[0].movedim(-1, 0)
 
 
 def precision_input() -> tuple:

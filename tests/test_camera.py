@@ -237,9 +237,39 @@ def test_pose_file_frame_count_mismatch_and_resample():
 
 
 def test_pose_file_without_valid_lines():
-    with pytest.raises(ValueError, match=r"line 2 .*expected 19 numbers, got 18"):
+    with pytest.raises(ValueError, match=r"^line 2: a pose line has 19 numbers .*; this one has 18$"):
         C.parse_pose_file("header\n" + "0.5 " * 18 + "\n")
-    with pytest.raises(ValueError, match=r"line 1 .*not a number"):
+    with pytest.raises(ValueError, match=r"no camera pose found .*no line starts with a number .*line 1 \('a b c"):
         C.parse_pose_file("a b c d e f g h i j k l m n o p q r s\n")
     with pytest.raises(ValueError, match="empty"):
         C.parse_pose_file("\n\n")
+
+
+def with_line(index: int, edit) -> str:
+    """POSE_TEXT with its pose line ``index`` (0-based, after the header) replaced by ``edit(tokens)``."""
+    lines = POSE_TEXT.splitlines()
+    lines[index + 1] = " ".join(edit(lines[index + 1].split()))
+    return "\n".join(lines)
+
+
+def test_broken_pose_line_is_an_error_naming_the_line_not_skipped():
+    # Only header lines (first word not a number, as the official reader's URL line) are skipped.
+    with pytest.raises(ValueError, match=r"^line 3: a pose line has 19 numbers \(frame, fx, fy, cx, cy, 2 zeros, 12 "):
+        C.parse_pose_file(with_line(1, lambda t: t[:17]))
+    with pytest.raises(ValueError, match=r"^line 4: value 2 \('x0.5'\) is not a number$"):
+        C.parse_pose_file(with_line(2, lambda t: [t[0], "x" + t[1], *t[2:]]))
+    assert len(C.parse_pose_file("# comment\n" + POSE_TEXT)) == 3
+
+
+@pytest.mark.parametrize(
+    ("fx", "fy", "message"),
+    [
+        ("0", "0", r"^line 2: focal lengths fx, fy must be positive \(normalised to the image size\), got 0, 0$"),
+        ("0.5", "-0.9", r"^line 2: focal lengths fx, fy must be positive .*got 0.5, -0.9$"),
+        ("nan", "0.9", r"^line 2: all values must be finite numbers; this line has inf or nan$"),
+        ("0.5", "inf", r"^line 2: all values must be finite"),
+    ],
+)
+def test_pose_line_with_bad_focal_lengths_is_refused(fx, fy, message):
+    with pytest.raises(ValueError, match=message):
+        C.parse_pose_file(with_line(0, lambda t: [t[0], fx, fy, *t[3:]]))

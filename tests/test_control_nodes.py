@@ -518,3 +518,171 @@ def test_bucket_size_node_and_errors(env):
     assert node.size(torch.zeros(1, 720, 1280, 3), 768) == (1008, 576)
     with pytest.raises(ValueError, match="base resolution"):
         bucket_size(100, 100, 640)
+
+
+def test_canny_kernel_larger_than_the_frames_is_refused(env):
+    _, pack = env
+    node = pack.node_class_mappings["EasyAnimateCanny"]()
+    # the blur pads by kernel_size // 2 with reflection, which needs that much less than a side: at most 2*side - 1
+    with pytest.raises(ValueError, match=r"^kernel_size 49 is too large for the 24x24 frames: use at most 47$"):
+        node.detect(torch.rand(1, 24, 24, 3), 0.1, 0.2, kernel_size=49)
+    with pytest.raises(ValueError, match=r"^kernel_size 17 is too large for the 10x8 frames: use at most 15$"):
+        node.detect(torch.rand(1, 8, 10, 3), 0.1, 0.2, kernel_size=17)
+    assert node.detect(torch.rand(1, 24, 24, 3), 0.1, 0.2, kernel_size=47)[0].shape == (1, 24, 24, 3)
+    with pytest.raises(ValueError, match=r"the 1x1 frames are too small for Canny edges"):
+        node.detect(torch.rand(1, 1, 1, 3), 0.1, 0.2, kernel_size=3)
+
+
+def test_binary_file_as_camera_pose_file_is_refused(env, tmp_path):
+    _, pack = env
+    node = pack.node_class_mappings["EasyAnimateLoadCameraPose"]()
+    for name, data in (("pose.bin", bytes(range(256))), ("nul.txt", b"0 0.5\x00 0.9")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=rf"^{path} is not a text pose file"):
+            node.load("ignored.txt", 9, False, pose_path=str(path))
+
+
+# --- IMAGE channels, MASK shapes, Cancel and progress of the conditioning encodes --------------------
+
+
+def gray_and_rgba(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A gray IMAGE [..., 1] -> (it, its RGB [..., 3], an RGBA [..., 4] of that RGB with a random alpha)."""
+    rgb = image.expand(*image.shape[:-1], 3)
+    return image, rgb, torch.cat([rgb, torch.rand(*image.shape[:-1], 1)], dim=-1)
+
+
+def test_gray_and_rgba_images_work_like_rgb_on_every_input(env, node):
+    """1-channel IMAGEs are repeated to RGB and RGBA ones lose their alpha, in one place for every node."""
+    generator = torch.Generator().manual_seed(4)
+    video, video_rgb, video_rgba = gray_and_rgba(torch.rand(9, 56, 80, 1, generator=generator))
+    ref, ref_rgb, ref_rgba = gray_and_rgba(torch.rand(1, 56, 80, 1, generator=generator))
+    control_video, model, vae = node("EasyAnimateControlVideo", CONTROL)
+
+    def control(v, r):
+        return control_video.encode(model, vae, v, **SIZE, resample=False, ref_image=r)[0].conditioning.control
+
+    expected = control(video_rgb, ref_rgb)
+    assert torch.count_nonzero(expected[:, 16:, :1]) > 0  # the ref image's latents are there
+    assert torch.equal(control(video, ref), expected) and torch.equal(control(video_rgba, ref_rgba), expected)
+    inpaint, model, vae = node("EasyAnimateInpaintVideo", T2V)
+    latents = [inpaint.encode(model, vae, v, **SIZE, resample=False, noise_aug_strength=0.0, seed=1)[1]["samples"]
+               for v in (video, video_rgb, video_rgba)]  # fmt: skip
+    assert torch.equal(latents[0], latents[1]) and torch.equal(latents[2], latents[1])
+    camera_control, model, vae = node("EasyAnimateCameraControl", CAMERA)
+    path = node("EasyAnimateCameraPreset").make("Pan Left", 1.0, 9)[0]
+    controls = [camera_control.encode(model, vae, path, **SIZE, resample=False, ref_image=r)[0].conditioning.control
+                for r in (ref, ref_rgb, ref_rgba)]  # fmt: skip
+    assert torch.equal(controls[0], controls[1]) and torch.equal(controls[2], controls[1])
+    trajectory_node = node("EasyAnimateTrajectory")
+    previews = [trajectory_node.draw(TRACK, 80, 56, 9, 64, 48, True, reference_image=r)["result"][1]
+                for r in (ref, ref_rgb, ref_rgba)]  # fmt: skip
+    assert torch.equal(previews[0], previews[1]) and torch.equal(previews[2], previews[1])
+
+
+def test_other_channel_counts_and_empty_images_name_the_input(node):
+    control_video, model, vae = node("EasyAnimateControlVideo", CONTROL)
+    two = "IMAGE must have 1 \\(gray\\), 3 \\(RGB\\) or 4 \\(RGBA\\) channels, got 2"
+    with pytest.raises(ValueError, match=f"^control video: {two}"):
+        control_video.encode(model, vae, torch.rand(9, 56, 80, 2), **SIZE, resample=False)
+    with pytest.raises(ValueError, match=f"^ref_image: {two}"):
+        control_video.encode(model, vae, colour_frames(), **SIZE, resample=False, ref_image=torch.rand(1, 56, 80, 2))
+    with pytest.raises(ValueError, match="^ref_image is an empty batch"):
+        control_video.encode(model, vae, colour_frames(), **SIZE, resample=False, ref_image=torch.rand(0, 56, 80, 3))
+    with pytest.raises(ValueError, match="^control video is an empty batch"):
+        control_video.encode(model, vae, torch.rand(0, 56, 80, 3), **SIZE, resample=False)
+    camera_control, model, vae = node("EasyAnimateCameraControl", CAMERA)
+    path = node("EasyAnimateCameraPreset").make("Pan Left", 1.0, 9)[0]
+    with pytest.raises(ValueError, match="^ref_image is an empty batch"):
+        camera_control.encode(model, vae, path, **SIZE, resample=False, ref_image=torch.rand(0, 56, 80, 3))
+
+
+def test_inpaint_masks_of_every_mask_layout(node):
+    """[H, W], [N, H, W] and [N, 1, H, W] (as some mask nodes give) are the same mask; other shapes are errors."""
+    inpaint, model, vae = node("EasyAnimateInpaintVideo", T2V)
+    mask = torch.zeros(9, 56, 80)
+    mask[..., 40:] = 1
+
+    def keep(m):
+        (cond, _) = inpaint.encode(model, vae, colour_frames(), **SIZE, resample=False, noise_aug_strength=0.0,
+                                   seed=1, mask=m)  # fmt: skip
+        return cond.conditioning.keep_mask
+
+    expected = keep(mask)
+    assert expected.shape == (1, 1, 3, 6, 8) and (expected[..., :3] == 0).all() and (expected[..., 5:] == 1).all()
+    assert torch.equal(keep(mask[:, None]), expected) and torch.equal(keep(mask[0]), expected)
+    assert torch.equal(keep(mask[:1, None]), expected)
+    with pytest.raises(ValueError, match=r"^mask must be \[frames, H, W\] \(a MASK\), got \(9, 2, 56, 80\)"):
+        keep(torch.zeros(9, 2, 56, 80))
+
+
+def test_inpaint_mask_of_another_aspect_ratio_is_refused(node):
+    """The video and the mask are each scaled to cover and centre-cropped: a mask of the video's aspect ratio (any
+    resolution) or of the generation size's lines up; another aspect ratio would land off the video."""
+    inpaint, model, vae = node("EasyAnimateInpaintVideo", T2V)
+
+    def keep(m):
+        (cond, _) = inpaint.encode(model, vae, colour_frames(), **SIZE, resample=False, noise_aug_strength=0.0,
+                                   seed=1, mask=m)  # fmt: skip
+        return cond.conditioning.keep_mask
+
+    message = (r"^the mask is 80x80 but the video is 80x56: give a mask of the video's aspect ratio \(resize both "
+               r"the same way\)")  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        keep(torch.ones(1, 80, 80))
+    half = torch.zeros(1, 112, 160)  # twice the video's size: the same aspect ratio
+    half[..., 80:] = 1
+    small = torch.zeros(1, 56, 80)
+    small[..., 40:] = 1
+    assert torch.equal(keep(half), keep(small))
+    assert keep(torch.ones(1, 48, 64)).shape == (1, 1, 3, 6, 8)  # the generation size: already in the output frame
+
+
+@pytest.mark.parametrize("which", ["inpaint", "control", "camera"])
+def test_conditioning_encodes_report_progress_and_stop_on_cancel(env, node, half_mask_node, which):
+    """The node's VAE encodes fill one progress bar, and Cancel (ComfyUI's interrupt) pressed before or while the
+    node encodes stops it with ComfyUI's own exception."""
+    comfy, _ = env
+    if which == "inpaint":
+        prompt, (encoder, model, vae) = inpaint_prompt(), node("EasyAnimateInpaintVideo", INP)
+        mask = (torch.arange(64) >= 32).float().expand(1, 48, 64)  # two encodes: the video, the masked video
+
+        def call():
+            encoder.encode(model, vae, colour_frames(), **SIZE, resample=False, noise_aug_strength=0.0563, seed=1,
+                           mask=mask)  # fmt: skip
+    elif which == "control":
+        prompt, (encoder, model, vae) = control_prompt(), node("EasyAnimateControlVideo", CONTROL)
+
+        def call():
+            encoder.encode(model, vae, colour_frames(), **SIZE, resample=False)
+    else:
+        prompt, (encoder, model, vae) = camera_prompt(), node("EasyAnimateCameraControl", CAMERA)
+        path = node("EasyAnimateCameraPreset").make("Pan Left", 1.0, 9)[0]
+
+        def call():
+            encoder.encode(model, vae, path, **SIZE, resample=False, ref_image=colour_frames(1))
+
+    steps = [(p["value"], p["max"]) for p in PromptExecutor().execute(prompt).events("progress") if p["node"] == "8"]
+    assert steps and steps[-1][0] == steps[-1][1]  # the bar reaches its total
+    assert all(a / m < b / n for (a, m), (b, n) in zip(steps, steps[1:], strict=False))  # and never goes back
+    comfy.interrupt()  # before the encode
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        call()
+    assert comfy.model_management.processing_interrupted() is False
+    if which == "camera":
+        return  # the camera path's one encode (the ref image) is one step: Cancel during it stops the next node
+    utils = comfy.modules["comfy.utils"]
+    original = utils.PROGRESS_BAR_HOOK
+
+    def hook(value, total, preview, prompt_id=None, node_id=None):
+        original(value, total, preview, prompt_id=prompt_id, node_id=node_id)
+        if comfy.server.last_node_id == "8" and value == 1:
+            comfy.interrupt()  # the user presses Cancel during the encode
+
+    utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            PromptExecutor().execute(prompt)
+    finally:
+        utils.set_progress_bar_global_hook(original)
+    assert comfy.messages[-1][0] == "execution_interrupted" and comfy.messages[-1][1]["node_id"] == "8"

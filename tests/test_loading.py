@@ -544,3 +544,26 @@ def test_model_is_built_on_meta_and_keeps_the_tensors_read(checkpoints, monkeypa
     vae, _ = load_vae(folder / "vae", dtype=FP32)
     vae_ptrs = {k: v.data_ptr() for k, v in vae_reads[0].items()}
     assert all(t.data_ptr() == vae_ptrs[k] for k, t in vae.state_dict().items())
+
+
+def test_config_that_is_not_json_is_an_error_naming_it(checkpoints, tmp_path):
+    folder = copy_checkpoint(checkpoints, ("V5.1", "T2V"), "original", tmp_path / "ckpt")
+    for sub, load in (("transformer", load_transformer), ("vae", load_vae)):
+        config = folder / sub / "config.json"
+        config.write_text("{not json", encoding="utf-8")
+        with pytest.raises(ValueError, match=rf"^{config} is not valid JSON \(Expecting property .*\): re-download it"):
+            load(folder / sub)
+        config.write_text("[1, 2]", encoding="utf-8")
+        with pytest.raises(ValueError, match=rf"^{config} holds a JSON list, not an object: re-download it"):
+            load(folder / sub)
+
+
+def test_shard_index_that_is_not_json_is_an_error_naming_it(checkpoints, tmp_path):
+    folder = write_tiny_transformer(tmp_path / "transformer", config_of(checkpoints, ("V5.1", "T2V")), shards=2)
+    (index,) = folder.glob("*.index.json")
+    index.write_bytes(b"\xff\xfe binary")
+    with pytest.raises(ValueError, match=rf"^{index} is not valid JSON \(.*\): re-download it"):
+        load_transformer(folder)
+    index.write_text('{"metadata": {}}', encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"^{index} has no 'weight_map' of shard files"):
+        load_transformer(folder)

@@ -404,3 +404,28 @@ def test_key_rules(model, key, target):
     m = L._KEY.match(key)
     alias = L._TRANSFORMER_PREFIX.sub("", m["module"], count=1)
     assert L.module_aliases(model)[alias] == target
+
+
+@pytest.mark.parametrize("writer", ["kohya", "peft"])
+def test_lora_for_a_deeper_model_is_refused(model, writer):
+    sd = WRITERS[writer](random_lora(model, seed=12, targets=TARGETS[:2]))
+    down, up = torch.zeros(4, 32), torch.zeros(32, 4)
+    for block in (2, 3):  # blocks this 2-block model does not have
+        if writer == "kohya":
+            base = f"lora_unet__transformer_blocks_{block}_attn1_to_q"
+            sd |= {f"{base}.lora_down.weight": down, f"{base}.lora_up.weight": up}
+        else:
+            base = f"transformer.transformer_blocks.{block}.attn1.to_q"
+            sd |= {f"{base}.lora_A.weight": down, f"{base}.lora_B.weight": up}
+    message = "the LoRA targets 4 transformer blocks but this model has 2: it was made for another model size"
+    with pytest.raises(ValueError, match=message):
+        L.parse_lora(sd, model, "deeper")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_lora_file_is_an_error_naming_it(model, tmp_path, damage):
+    path = save(kohya(random_lora(model, seed=13)), tmp_path / "broken.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(b"garbage" if damage == "garbage" else data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"cannot read weights file {path}: it is truncated, corrupt"):
+        L.load_lora(path, model)

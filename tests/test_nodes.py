@@ -490,3 +490,68 @@ def test_latent_noise_mask_keeps_the_video_where_it_is_zero(env, run):
         noise_mask_conditioning(Conditioning(), torch.ones(4, 1, 48, 64), encoded, tuple(encoded.shape))
     with pytest.raises(ValueError, match="use one"):
         noise_mask_conditioning(Conditioning(keep_mask=keep), left, encoded, tuple(encoded.shape))
+
+
+def image_to_video_node(env):
+    _, pack = env
+    model, vae, _ = pack.node_class_mappings["EasyAnimateModelLoader"]().load(INP, "fp32", "model_offload", 1)
+    node = pack.node_class_mappings["EasyAnimateImageToVideo"]()
+
+    def encode(frames=9, **images):
+        return node.encode(model, vae, 64, 48, frames, 0.0, 0, **images)[0].conditioning.inpaint
+
+    return encode
+
+
+def test_image_to_video_with_one_frame_takes_one_image(env):
+    encode = image_to_video_node(env)
+    red, blue = torch.zeros(1, 48, 64, 3), torch.zeros(1, 48, 64, 3)
+    red[..., 0], blue[..., 2] = 1, 1
+    message = "^frames=1 has room for one image: connect only start_image or end_image, or set frames to 5 or more$"
+    with pytest.raises(ValueError, match=message):
+        encode(1, start_image=red, end_image=blue)
+    start, end = encode(1, start_image=red), encode(1, end_image=blue)
+    assert start.shape == end.shape == (1, 17, 1, 6, 8) and not torch.equal(start, end)
+    assert encode(5, start_image=red, end_image=blue).shape == (1, 17, 2, 6, 8)
+
+
+def test_image_to_video_takes_gray_and_rgba_images(env):
+    encode = image_to_video_node(env)
+    gray = torch.rand(2, 56, 80, 1, generator=torch.Generator().manual_seed(3))
+    rgb = gray.expand(-1, -1, -1, 3)
+    expected = encode(start_image=rgb, end_image=rgb.flip(1))
+    assert torch.equal(encode(start_image=gray, end_image=gray.flip(1)), expected)
+    rgba = torch.cat([rgb, torch.rand(2, 56, 80, 1)], dim=-1)  # the alpha is dropped
+    assert torch.equal(encode(start_image=rgba, end_image=rgba.flip(1)), expected)
+    with pytest.raises(
+        ValueError, match=r"^end_image: IMAGE must have 1 \(gray\), 3 \(RGB\) or 4 \(RGBA\) channels, got 2"
+    ):
+        encode(start_image=rgb, end_image=torch.rand(1, 56, 80, 2))
+    with pytest.raises(ValueError, match="^start_image is an empty batch"):
+        encode(start_image=torch.rand(0, 56, 80, 3))
+
+
+def test_image_to_video_encode_reports_progress_and_stops_on_cancel(env):
+    comfy, _ = env
+    steps = [(p["value"], p["max"]) for p in execute_prompt(i2v_prompt(seed=2)).events("progress") if p["node"] == "8"]
+    assert steps and steps[-1][0] == steps[-1][1]  # the VAE encode's bar reaches its total
+    encode = image_to_video_node(env)
+    comfy.interrupt()  # Cancel before the node encodes
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        encode(start_image=torch.rand(1, 48, 64, 3))
+    assert comfy.model_management.processing_interrupted() is False
+    utils = comfy.modules["comfy.utils"]
+    original = utils.PROGRESS_BAR_HOOK
+
+    def hook(value, total, preview, prompt_id=None, node_id=None):
+        original(value, total, preview, prompt_id=prompt_id, node_id=node_id)
+        if comfy.server.last_node_id == "8" and value == 1:
+            comfy.interrupt()  # Cancel while the node encodes
+
+    utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            execute_prompt(i2v_prompt(seed=2))
+    finally:
+        utils.set_progress_bar_global_hook(original)
+    assert comfy.messages[-1][0] == "execution_interrupted" and comfy.messages[-1][1]["node_id"] == "8"

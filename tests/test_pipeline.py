@@ -203,3 +203,34 @@ def test_unreadable_scheduler_config_names_the_file(tmp_path):
     (tmp_path / "scheduler_config.json").write_text("{ not json")
     with pytest.raises(ValueError, match="scheduler_config.json is not valid JSON .*re-download it"):
         read_scheduler_config(tmp_path)
+
+
+def test_conditioning_builders_take_gray_images_and_an_optional_progress(loaded):
+    """The Python API shares the nodes' builders: gray [1, H, W] images work like RGB, progress is optional and
+    fills one bar across the encodes, and frames=1 takes one image."""
+    from easyanimate_core import builders
+    from easyanimate_core.handles import VAEHandle
+    from easyanimate_core.memory import MemoryPolicy
+    from easyanimate_core.pipeline import build_conditioning
+
+    models = loaded["inp"]
+    gray = torch.rand(1, 56, 80, generator=torch.Generator().manual_seed(8))
+    base = Request(prompt=PROMPT, steps=2, cfg=1.0, seed=3, noise_aug_strength=0.0, **SIZE)
+    cpu = dict(device=torch.device("cpu"), offload=torch.device("cpu"))
+
+    def inpaint(**kw):
+        return build_conditioning(models, Request(**{**base.__dict__, **kw}), **cpu).inpaint
+
+    assert torch.equal(inpaint(start_image=gray), inpaint(start_image=gray.expand(3, -1, -1)))
+    with pytest.raises(ValueError, match="^frames=1 has room for one image"):
+        inpaint(start_image=gray, end_image=gray, frames=1)
+    vh = VAEHandle(models.vae, torch.float32, MemoryPolicy())
+    cfg, seen = models.transformer.config, []
+    video, mask = torch.rand(9, 48, 64, 3), (torch.arange(64) >= 32).float().expand(1, 48, 64)
+    kw = dict(noise_aug_strength=0.0, seed=1, **cpu)
+    with_bar, _ = builders.inpaint_video_conditioning(
+        vh, cfg, video, mask, 64, 48, 9, progress=lambda done, total: seen.append(done / total), **kw
+    )
+    without, _ = builders.inpaint_video_conditioning(vh, cfg, video, mask, 64, 48, 9, **kw)
+    assert torch.equal(with_bar.inpaint, without.inpaint)
+    assert len(seen) > 2 and seen == sorted(set(seen)) and seen[-1] == 1.0  # two encodes, one rising bar

@@ -289,3 +289,18 @@ def test_fp8_text_encoder_stores_linear_weights_in_fp8_and_stays_close(which, qw
     for x, y in [(a.embeds, b.embeds)] + ([(a.embeds_2, b.embeds_2)] if which == "bert_t5" else []):
         err = ((y.float() - x.float()).norm() / x.float().norm()).item()
         assert 0 < err < FP8_TEXT_TOLERANCE, err
+
+
+def test_broken_text_encoder_files_are_errors_naming_them(qwen_dir, tmp_path):
+    folder = shutil.copytree(qwen_dir, tmp_path / "broken")
+    config = folder / "text_encoder" / "config.json"
+    good = config.read_text(encoding="utf-8")
+    config.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"^{config} is not valid JSON \(.*\): re-download it"):
+        load_text_encoder(folder, dtype=torch.float32)
+    config.write_text(good, encoding="utf-8")
+    (weights,) = (folder / "text_encoder").glob("*.safetensors")
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"^cannot read weights file {weights}: it is truncated or corrupt"):
+        load_text_encoder(folder, dtype=torch.float32)

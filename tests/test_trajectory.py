@@ -132,3 +132,11 @@ def test_preview_grey_background_and_resize():
     assert grey[24, 32].tolist() != grey[40, 5].tolist()  # the second track's start dot at (0.5, 0.5)
     resized = T.draw_tracks_preview(torch.ones(10, 10, 3), tracks, 64, 48)
     assert resized.shape == (48, 64, 3) and resized[40, 60].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_deeply_nested_json_is_a_value_error():
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(ValueError, match=r"^the tracks JSON is malformed: its lists are nested far too deeply"):
+        T.parse_tracks(deep, 10, 10)
+    with pytest.raises(ValueError, match="the tracks JSON is malformed"):
+        T.parse_tracks(json.dumps(deep), 10, 10)  # double-encoded
