@@ -34,7 +34,7 @@ def _generation_size(latent, width: int, height: int, frames: int, denoise: floa
 log = logging.getLogger("EasyAnimate")
 
 
-class EasyAnimateSampler:
+class EasyAnimateVideoSampler:
     DESCRIPTION = (
         "Generates video latents with an EasyAnimate transformer. Text to video by default; connect "
         "EasyAnimate Image to Video to the conditioning input for start/end frames (InP checkpoints), or a "
@@ -213,5 +213,5 @@ class EasyAnimateSampler:
         return {"ui": {"text": [report]}, "result": ({"samples": latents},)}
 
 
-NODE_CLASS_MAPPINGS = {"EasyAnimateSampler": EasyAnimateSampler}
-NODE_DISPLAY_NAME_MAPPINGS = {"EasyAnimateSampler": "EasyAnimate Sampler"}
+NODE_CLASS_MAPPINGS = {"EasyAnimateVideoSampler": EasyAnimateVideoSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"EasyAnimateVideoSampler": "EasyAnimate Sampler"}

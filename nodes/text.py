@@ -15,7 +15,7 @@ DEFAULT_NEGATIVE_PROMPT = "扭曲的身体，肢体残缺，文本字幕，漫�
 CACHE_SIZE = 8
 
 
-class EasyAnimateTextEncode:
+class EasyAnimatePromptEncode:
     DESCRIPTION = (
         "Encodes a prompt and a negative prompt with EasyAnimate's text encoder (English or Chinese). The "
         "embeddings are reused by any number of sampler runs; the last few prompt pairs are kept, so switching "
@@ -74,5 +74,5 @@ class EasyAnimateTextEncode:
         return (embeds,)
 
 
-NODE_CLASS_MAPPINGS = {"EasyAnimateTextEncode": EasyAnimateTextEncode}
-NODE_DISPLAY_NAME_MAPPINGS = {"EasyAnimateTextEncode": "EasyAnimate Text Encode"}
+NODE_CLASS_MAPPINGS = {"EasyAnimatePromptEncode": EasyAnimatePromptEncode}
+NODE_DISPLAY_NAME_MAPPINGS = {"EasyAnimatePromptEncode": "EasyAnimate Text Encode"}

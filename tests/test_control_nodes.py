@@ -101,8 +101,8 @@ def colour_frames(count=9, width=80, height=56):
 def base_prompt(ckpt, seed=7, steps=3, **sampler):
     return {
         "1": {"class_type": "EasyAnimateModelLoader", "inputs": {"checkpoint": ckpt, "precision": "fp32", "memory_mode": "model_offload", "resident_blocks": 1}},
-        "2": {"class_type": "EasyAnimateTextEncode", "inputs": {"text_encoder": ["1", 2], "prompt": PROMPT, "negative_prompt": NEGATIVE}},
-        "3": {"class_type": "EasyAnimateSampler", "inputs": {"model": ["1", 0], "embeds": ["2", 0], **SIZE, "steps": steps, "cfg": 6.0, "seed": seed, "scheduler": "Flow", "shift": 0.0, **sampler}},
+        "2": {"class_type": "EasyAnimatePromptEncode", "inputs": {"text_encoder": ["1", 2], "prompt": PROMPT, "negative_prompt": NEGATIVE}},
+        "3": {"class_type": "EasyAnimateVideoSampler", "inputs": {"model": ["1", 0], "embeds": ["2", 0], **SIZE, "steps": steps, "cfg": 6.0, "seed": seed, "scheduler": "Flow", "shift": 0.0, **sampler}},
         "4": {"class_type": "EasyAnimateVAEDecode", "inputs": {"vae": ["1", 1], "samples": ["3", 0], "tile": False, "tile_size": 512}},
         "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
         "6": {"class_type": "LoadImage", "inputs": {"image": START_IMAGE}},

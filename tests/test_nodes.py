@@ -63,8 +63,8 @@ def run(env):
 def t2v_prompt(ckpt=T2V, seed=7, steps=3, memory="model_offload", **sampler):
     return {
         "1": {"class_type": "EasyAnimateModelLoader", "inputs": {"checkpoint": ckpt, "precision": "fp32", "memory_mode": memory, "resident_blocks": 1}},
-        "2": {"class_type": "EasyAnimateTextEncode", "inputs": {"text_encoder": ["1", 2], "prompt": PROMPT, "negative_prompt": NEGATIVE}},
-        "3": {"class_type": "EasyAnimateSampler", "inputs": {"model": ["1", 0], "embeds": ["2", 0], **SIZE, "steps": steps, "cfg": 6.0, "seed": seed, "scheduler": "Flow", "shift": 0.0, **sampler}},
+        "2": {"class_type": "EasyAnimatePromptEncode", "inputs": {"text_encoder": ["1", 2], "prompt": PROMPT, "negative_prompt": NEGATIVE}},
+        "3": {"class_type": "EasyAnimateVideoSampler", "inputs": {"model": ["1", 0], "embeds": ["2", 0], **SIZE, "steps": steps, "cfg": 6.0, "seed": seed, "scheduler": "Flow", "shift": 0.0, **sampler}},
         "4": {"class_type": "EasyAnimateVAEDecode", "inputs": {"vae": ["1", 1], "samples": ["3", 0], "tile": False, "tile_size": 512}},
         "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
     }  # fmt: skip
@@ -109,7 +109,7 @@ def test_object_info_is_complete(env):
     info = object_info()
     ours = {name: info[name] for name in pack.node_class_mappings}
     assert {"EasyAnimateModelLoader", "EasyAnimateTransformerLoader", "EasyAnimateVAELoader",
-            "EasyAnimateTextEncoderLoader", "EasyAnimateTextEncode", "EasyAnimateSampler", "EasyAnimateVAEDecode",
+            "EasyAnimateTextEncoderLoader", "EasyAnimatePromptEncode", "EasyAnimateVideoSampler", "EasyAnimateVAEDecode",
             "EasyAnimateVAEEncode", "EasyAnimateImageToVideo"} <= set(ours)  # fmt: skip
     for name, entry in ours.items():
         assert entry["name"] == name and entry["display_name"] == pack.display_name_mappings[name] != name
@@ -123,7 +123,7 @@ def test_object_info_is_complete(env):
     assert loader["checkpoint"][0] == sorted([T2V, INP, "empty-folder"])
     assert loader["memory_mode"][0] == ["none", "model_offload", "fp8", "block_swap"]
     assert loader["precision"][0] == ["auto", "bf16", "fp16", "fp32"]
-    sampler = ours["EasyAnimateSampler"]["input"]
+    sampler = ours["EasyAnimateVideoSampler"]["input"]
     assert sampler["required"]["seed"][1]["control_after_generate"] is True
     assert (
         sampler["required"]["scheduler"][0] == SCHEDULER_NAMES
@@ -133,11 +133,13 @@ def test_object_info_is_complete(env):
         "width": 672, "height": 384, "frames": 49, "steps": 50, "cfg": 6.0,
     }  # fmt: skip
     assert set(sampler["optional"]) == {"latent", "denoise", "teacache", "conditioning"}
-    assert ours["EasyAnimateTextEncode"]["input"]["required"]["negative_prompt"][1]["default"] == OFFICIAL_NEGATIVE
+    assert ours["EasyAnimatePromptEncode"]["input"]["required"]["negative_prompt"][1]["default"] == OFFICIAL_NEGATIVE
     assert ours["EasyAnimateImageToVideo"]["input"]["required"]["noise_aug_strength"][1]["default"] == 0.0563
     assert ours["EasyAnimateTransformerLoader"]["input"]["required"]["transformer"][0] == ["tiny.safetensors"]
     assert ours["EasyAnimateTextEncoderLoader"]["input"]["required"]["text_encoder"][0] == ["tiny-qwen2vl"]
-    assert ours["EasyAnimateSampler"]["output"] == ("LATENT",) and ours["EasyAnimateVAEDecode"]["output"] == ("IMAGE",)
+    assert ours["EasyAnimateVideoSampler"]["output"] == ("LATENT",) and ours["EasyAnimateVAEDecode"]["output"] == (
+        "IMAGE",
+    )
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -309,7 +311,7 @@ def test_text_encode_cache_is_bounded_and_per_encoder(env):
     _, pack = env
     classes = pack.node_class_mappings
     (encoder,) = classes["EasyAnimateTextEncoderLoader"]().load("tiny-qwen2vl", "fp32", True)
-    node = classes["EasyAnimateTextEncode"]()
+    node = classes["EasyAnimatePromptEncode"]()
     first = node.encode(encoder, "a cat", "")[0]
     assert node.encode(encoder, "a cat", "")[0] is first
     assert node.encode(encoder, "a dog", "")[0] is not first
@@ -335,7 +337,7 @@ def test_text_encoder_fp8_option(env, run):
 
     assert q_proj_dtype(fp8) == q_proj_dtype(from_checkpoint) == torch.float8_e4m3fn
     assert q_proj_dtype(plain) == torch.float32
-    node = classes["EasyAnimateTextEncode"]()
+    node = classes["EasyAnimatePromptEncode"]()
     a, b = node.encode(plain, "a cat", "")[0].positive.embeds, node.encode(fp8, "a cat", "")[0].positive.embeds
     assert 0 < ((b - a).norm() / a.norm()).item() < 0.1
     prompt = t2v_prompt(seed=3)
@@ -555,3 +557,23 @@ def test_image_to_video_encode_reports_progress_and_stops_on_cancel(env):
     finally:
         utils.set_progress_bar_global_hook(original)
     assert comfy.messages[-1][0] == "execution_interrupted" and comfy.messages[-1][1]["node_id"] == "8"
+
+
+# Node IDs registered by other EasyAnimate node packs (ComfyUI keeps the last pack loaded for a clashing ID, so a
+# clash would break our workflows or theirs): kijai/ComfyUI-EasyAnimateWrapper's nodes.py and the official
+# aigc-apps/EasyAnimate comfyui/ package, as read on 2026-11-22.
+OTHER_PACKS_NODE_IDS = {
+    "DownloadAndLoadEasyAnimateModel", "EasyAnimateSampler", "EasyAnimateTextEncode", "EasyAnimateDecode",
+    "EasyAnimateResize", "EasyAnimateImageEncoder",  # kijai
+    "LoadEasyAnimateModel", "LoadEasyAnimateLora", "EasyAnimate_TextBox", "TextBox", "EasyAnimateT2VSampler",
+    "EasyAnimateI2VSampler", "EasyAnimateV2VSampler", "EasyAnimateV5_T2VSampler", "EasyAnimateV5_I2VSampler",
+    "EasyAnimateV5_V2VSampler", "CameraBasicFromChaoJie", "CameraCombineFromChaoJie", "CameraJoinFromChaoJie",
+    "CameraTrajectoryFromChaoJie", "CreateTrajectoryBasedOnKJNodes", "ImageMaximumNode",  # official
+}  # fmt: skip
+
+
+def test_node_ids_do_not_clash_with_other_easyanimate_packs(env):
+    _, pack = env
+    ours = set(pack.node_class_mappings)
+    assert len(ours) == 21 and all(name.startswith("EasyAnimate") for name in ours)
+    assert not ours & OTHER_PACKS_NODE_IDS

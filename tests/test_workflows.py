@@ -72,7 +72,7 @@ def test_workflow_validates_as_shipped(info, name):
     assert valid is True and error is None and node_errors == {} and len(outputs) == 1
     by_type = {entry["class_type"]: entry["inputs"] for entry in prompt.values()}
     assert by_type["EasyAnimateModelLoader"]["checkpoint"] in DEMO_CHECKPOINTS
-    sampler = by_type["EasyAnimateSampler"]
+    sampler = by_type["EasyAnimateVideoSampler"]
     assert {k: sampler[k] for k in ("width", "height", "frames", "steps", "cfg", "scheduler")} == {
         "width": 672, "height": 384, "frames": 49, "steps": 50, "cfg": 6.0, "scheduler": "Flow",
     }  # fmt: skip

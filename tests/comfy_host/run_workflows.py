@@ -30,7 +30,7 @@ POSE_FILE = "easyanimate_camera_pan_left_zoom_in.txt"  # a CameraCtrl pose file 
 
 # Per node type: widget values replaced to keep a CPU run short (the shipped values are for real models).
 DEMO_OVERRIDES = {
-    "EasyAnimateSampler": {"width": 64, "height": 48, "frames": 9, "steps": 4},
+    "EasyAnimateVideoSampler": {"width": 64, "height": 48, "frames": 9, "steps": 4},
     "EasyAnimateImageToVideo": {"width": 64, "height": 48, "frames": 9},
     "EasyAnimateInpaintVideo": {"width": 64, "height": 48, "frames": 9},
     "EasyAnimateControlVideo": {"width": 64, "height": 48, "frames": 9},

@@ -166,7 +166,7 @@ async function main() {
     // The app is ready when GraphView has run app.setup() (window.app is set there) and the node
     // definitions from /object_info are registered.
     await page.waitForFunction(
-      () => window.app?.rootGraph && window.app.canvas && window.LiteGraph?.registered_node_types?.EasyAnimateSampler,
+      () => window.app?.rootGraph && window.app.canvas && window.LiteGraph?.registered_node_types?.EasyAnimateVideoSampler,
       null,
       { timeout: 90_000 },
     );
