@@ -275,7 +275,7 @@ class EasyAnimateCameraControl:
             offload=host.offload_device(),
             progress=host.make_progress_callback(1),  # the ref image's VAE encode; raises on Cancel
         )
-        return (VideoConditioning(cond, width, height, frames),)
+        return (VideoConditioning(cond, width, height, frames, model.config.variant.value),)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -92,7 +92,7 @@ class EasyAnimateImageToVideo:
             offload=host.offload_device(),
             progress=host.make_progress_callback(1),  # the VAE encode's bar; raises on Cancel
         )
-        return (VideoConditioning(cond, width, height, frames),)
+        return (VideoConditioning(cond, width, height, frames, model.config.variant.value),)
 
 
 class EasyAnimateInpaintVideo:
@@ -153,7 +153,7 @@ class EasyAnimateInpaintVideo:
             offload=host.offload_device(),
             progress=host.make_progress_callback(1),  # the VAE encodes' bar; raises on Cancel
         )
-        return (VideoConditioning(cond, width, height, frames), {"samples": latents})
+        return (VideoConditioning(cond, width, height, frames, model.config.variant.value), {"samples": latents})
 
 
 class EasyAnimateBucketSize:

@@ -63,7 +63,7 @@ class EasyAnimateControlVideo:
             offload=host.offload_device(),
             progress=host.make_progress_callback(1),  # the VAE encodes' bar; raises on Cancel
         )
-        return (VideoConditioning(cond, width, height, frames),)
+        return (VideoConditioning(cond, width, height, frames, model.config.variant.value),)
 
 
 class EasyAnimateCanny:

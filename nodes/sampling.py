@@ -180,6 +180,11 @@ class EasyAnimateVideoSampler:
                 f"the conditioning was made for {conditioning.describe()} but the sampler generates "
                 f"{width}x{height}, {frames} frames: set the same width, height and frames on both nodes"
             )
+        if conditioning is not None and conditioning.variant != model.config.variant.value:
+            raise ValueError(
+                f"the conditioning was made for an EasyAnimate {conditioning.variant} checkpoint but this model is "
+                f"{model.config.variant.value}: connect the same model to the conditioning node and to the sampler"
+            )
         cond = sampler_conditioning(model.config, shape, conditioning and conditioning.conditioning, init)
         if latent is not None and latent.get("noise_mask") is not None:  # Set Latent Noise Mask, as KSampler does
             cond = noise_mask_conditioning(cond, latent["noise_mask"], latent["samples"], shape)

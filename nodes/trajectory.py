@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from ..easyanimate_core.conditioning import check_size
 from ..easyanimate_core.pipeline import fit_image
 from ..easyanimate_core.trajectory import draw_tracks_preview, parse_tracks, tracks_to_video
 from . import host
@@ -84,6 +85,7 @@ class EasyAnimateTrajectory:
         }
 
     def draw(self, tracks_json, ref_width, ref_height, frames, width, height, resample, reference_image=None):
+        check_size(width, height, frames)  # the Control Video it feeds needs a valid size: say so here already
         tracks = parse_tracks(tracks_json, ref_width, ref_height)
         video = tracks_to_video(tracks, width, height, frames, resample=resample)  # [T, H, W, 3]
         image = first_frame(reference_image, "reference_image")  # [3, H, W] or None

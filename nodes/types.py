@@ -27,12 +27,13 @@ MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 @dataclass(frozen=True)
 class VideoConditioning:
-    """Latent conditioning made for one video size; the sampler checks that its size is the same."""
+    """Latent conditioning made for one video size and model variant; the sampler checks that both match."""
 
     conditioning: Conditioning
     width: int
     height: int
     frames: int
+    variant: str  # the checkpoint variant it was made for (configs.Variant value: "InP", "Control", ...)
 
     def describe(self) -> str:
         return f"{self.width}x{self.height}, {self.frames} frames"

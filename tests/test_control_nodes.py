@@ -686,3 +686,11 @@ def test_conditioning_encodes_report_progress_and_stop_on_cancel(env, node, half
     finally:
         utils.set_progress_bar_global_hook(original)
     assert comfy.messages[-1][0] == "execution_interrupted" and comfy.messages[-1][1]["node_id"] == "8"
+
+
+def test_trajectory_checks_the_video_size_itself(env, run):
+    node = trajectory_node(frames=10, reference=False)
+    prompt = {"15": node, "5": {"class_type": "PreviewImage", "inputs": {"images": ["15", 1]}}}
+    assert "nearest: 9" in str(error_of(run, prompt))
+    node["inputs"].update(frames=9, width=65)
+    assert "nearest: 64" in str(error_of(run, prompt))

@@ -577,3 +577,12 @@ def test_node_ids_do_not_clash_with_other_easyanimate_packs(env):
     ours = set(pack.node_class_mappings)
     assert len(ours) == 21 and all(name.startswith("EasyAnimate") for name in ours)
     assert not ours & OTHER_PACKS_NODE_IDS
+
+
+def test_conditioning_from_another_model_variant_is_refused(env, run):
+    prompt = i2v_prompt(INP)
+    prompt["30"] = {**prompt["1"], "inputs": {**prompt["1"]["inputs"], "checkpoint": T2V}}
+    prompt["3"]["inputs"]["model"] = ["30", 0]  # the conditioning was made with the InP model "1"
+    message = str(error_of(run, prompt))
+    assert "made for an EasyAnimate InP checkpoint but this model is T2V" in message
+    assert "connect the same model to the conditioning node and to the sampler" in message
