@@ -14,8 +14,8 @@ import torch
 
 from . import builders
 from . import conditioning as C
-from .builders import fit_image
 from .configs import Variant
+from .frames import fit_image, frames_to_video
 from .handles import TextEncoderHandle, TransformerHandle, VAEHandle
 from .memory import MemoryPolicy, on_device
 from .runner import check_speed_options, encode_prompts, run_sampler, vae_decode
@@ -63,7 +63,7 @@ class Models:
 
 def fit_video(video: torch.Tensor, width: int, height: int, frames: int) -> torch.Tensor:
     """[3, T, H, W] 0..1 -> [1, 3, frames, height, width] -1..1 (too few frames is an error)."""
-    return builders.frames_to_video(_first_frames(video, frames, "input video"), width, height, frames)
+    return frames_to_video(_first_frames(video, frames, "input video"), width, height, frames)
 
 
 def _first_frames(video: torch.Tensor, frames: int, what: str) -> torch.Tensor:

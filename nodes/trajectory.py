@@ -6,7 +6,7 @@ import json
 import math
 
 from ..easyanimate_core.conditioning import check_size
-from ..easyanimate_core.pipeline import fit_image
+from ..easyanimate_core.frames import fit_image
 from ..easyanimate_core.trajectory import draw_tracks_preview, parse_tracks, tracks_to_video
 from . import host
 from .types import CATEGORY, MAX_SIZE, first_frame, resample_input, size_inputs

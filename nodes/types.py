@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..easyanimate_core.builders import rgb_frames
+from ..easyanimate_core.frames import rgb_frames
 from ..easyanimate_core.memory import MEMORY_MODES
 from ..easyanimate_core.sampling import Conditioning
 
