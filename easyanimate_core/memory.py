@@ -164,21 +164,26 @@ ENCODER_MARGIN = 2**30  # text encoders' activations: short prompts, well under 
 VAE_TEMPORARIES = 16  # VAE activations per call, in copies of one full-resolution feature map
 
 
-def param_bytes(module: nn.Module) -> int:
-    """Bytes of ``module``'s parameters as stored (fp8 weights count one byte each)."""
-    return sum(p.numel() * p.element_size() for p in module.parameters())
+def param_bytes(module: nn.Module, device: torch.device | None = None) -> int:
+    """Bytes of ``module``'s parameters as stored (fp8 weights count one byte each); with ``device``, only of those
+    not already there (what placing the module on ``device`` adds)."""
+    return sum(p.numel() * p.element_size() for p in module.parameters() if device is None or p.device != device)
 
 
 def sampling_vram_bytes(
-    model: nn.Module, policy: MemoryPolicy, latent_shape: tuple[int, ...], dtype: torch.dtype
+    model: nn.Module,
+    policy: MemoryPolicy,
+    latent_shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device | None = None,
 ) -> int:
-    """An estimate of the device memory one sampling run takes: the weights the policy places at once (block swap:
-    everything but the blocks, the resident blocks and two streamed ones) plus activations for batched CFG."""
-    weights = param_bytes(model)
+    """An estimate of the device memory one sampling run adds on ``device``: the weights the policy places at once
+    (block swap: everything but the blocks, the resident blocks and two streamed copies) that are not there yet,
+    plus activations for batched CFG."""
+    weights = param_bytes(model, device)
     if policy.mode == "block_swap":
-        blocks = [param_bytes(b) for b in model.transformer_blocks]
-        resident = min(policy.resident_blocks, len(blocks))
-        weights += -sum(blocks[resident:]) + 2 * max(blocks[resident:], default=0)
+        streamed = model.transformer_blocks[min(policy.resident_blocks, len(model.transformer_blocks)) :]
+        weights += -sum(param_bytes(b, device) for b in streamed) + 2 * max(map(param_bytes, streamed), default=0)
     cfg = model.config
     b, _, t, h, w = latent_shape
     tokens = t * (h // cfg.patch_size) * (w // cfg.patch_size) + TEXT_TOKENS
@@ -186,14 +191,22 @@ def sampling_vram_bytes(
     return weights + ACTIVATION_FACTOR * 2 * b * tokens * width * torch.finfo(dtype).bits // 8
 
 
-def vae_vram_bytes(vae: nn.Module, height: int, width: int, dtype: torch.dtype, tile: int | None = None) -> int:
-    """An estimate of the device memory a VAE pass over ``height`` x ``width`` frames takes (per tile when tiled):
-    the weights plus feature maps of one call (4 pixel frames at the first block's width)."""
+def vae_vram_bytes(
+    vae: nn.Module,
+    height: int,
+    width: int,
+    dtype: torch.dtype,
+    tile: int | None = None,
+    device: torch.device | None = None,
+) -> int:
+    """An estimate of the device memory a VAE pass over ``height`` x ``width`` frames adds on ``device`` (per tile
+    when tiled): its weights not there yet plus feature maps of one call (4 pixel frames at the first block's
+    width)."""
     h, w = (min(height, tile), min(width, tile)) if tile else (height, width)
     channels = vae.config.block_out_channels[0]
-    return param_bytes(vae) + VAE_TEMPORARIES * 4 * h * w * channels * torch.finfo(dtype).bits // 8
+    return param_bytes(vae, device) + VAE_TEMPORARIES * 4 * h * w * channels * torch.finfo(dtype).bits // 8
 
 
-def encoder_vram_bytes(modules: Iterable[nn.Module]) -> int:
-    """The text encoder's weights plus a margin for its activations."""
-    return sum(param_bytes(m) for m in modules) + ENCODER_MARGIN
+def encoder_vram_bytes(modules: Iterable[nn.Module], device: torch.device | None = None) -> int:
+    """The text encoder's weights not on ``device`` yet, plus a margin for its activations."""
+    return sum(param_bytes(m, device) for m in modules) + ENCODER_MARGIN

@@ -88,7 +88,7 @@ class EasyAnimateImageToVideo:
             frames,
             noise_aug_strength=noise_aug_strength,
             seed=seed,
-            device=host.make_room(vae_vram_bytes(vae.vae, height, width, vae.dtype)),
+            device=host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype),
             offload=host.offload_device(),
             progress=host.make_progress_callback(1),  # the VAE encode's bar; raises on Cancel
         )
@@ -149,7 +149,7 @@ class EasyAnimateInpaintVideo:
             resample=resample,
             noise_aug_strength=noise_aug_strength,
             seed=seed,
-            device=host.make_room(vae_vram_bytes(vae.vae, height, width, vae.dtype)),
+            device=host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype),
             offload=host.offload_device(),
             progress=host.make_progress_callback(1),  # the VAE encodes' bar; raises on Cancel
         )

@@ -59,7 +59,7 @@ class EasyAnimateControlVideo:
             height,
             frames,
             resample=resample,
-            device=host.make_room(vae_vram_bytes(vae.vae, height, width, vae.dtype)),
+            device=host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype),
             offload=host.offload_device(),
             progress=host.make_progress_callback(1),  # the VAE encodes' bar; raises on Cancel
         )

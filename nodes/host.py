@@ -87,13 +87,14 @@ def soft_empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def make_room(nbytes: int) -> torch.device:
-    """Before work that needs about ``nbytes`` on the compute device: inside ComfyUI, ask its model manager to
-    unload the models it keeps there (other nodes' checkpoints) until that much is free, as its own loaders do
+def make_room(estimate: Callable[..., int], *args: Any, **kwargs: Any) -> torch.device:
+    """Before work on the compute device that needs ``estimate(*args, **kwargs, device=device)`` more bytes there
+    (one of easyanimate_core.memory's ``*_vram_bytes``): inside ComfyUI, ask its model manager to unload the
+    models it keeps there (other nodes' checkpoints) until that much is free, as its own loaders do
     (``free_memory``); our models are not in its list, so this never unloads them. Returns the compute device."""
     device = torch_device()
     if _mm is not None:
-        _mm.free_memory(int(nbytes), device)
+        _mm.free_memory(int(estimate(*args, **kwargs, device=device)), device)
     return device
 
 

@@ -190,7 +190,7 @@ class EasyAnimateVideoSampler:
             cond = noise_mask_conditioning(cond, latent["noise_mask"], latent["samples"], shape)
         progress = host.make_progress_callback(steps, model.latent_rgb)
         stats = {}
-        device = host.make_room(sampling_vram_bytes(model.model, model.memory, shape, model.dtype))
+        device = host.make_room(sampling_vram_bytes, model.model, model.memory, shape, model.dtype)
         try:
             latents = run_sampler(
                 model,

@@ -65,7 +65,7 @@ class EasyAnimatePromptEncode:
         key = (prompt, negative_prompt)
         embeds = self._cache.get(key)
         if embeds is None:
-            device = host.make_room(encoder_vram_bytes(text_encoder.encoder.modules()))
+            device = host.make_room(encoder_vram_bytes, text_encoder.encoder.modules())
             embeds = encode_prompts(text_encoder, prompt, negative_prompt, device, host.offload_device())
             self._cache[key] = embeds
             while len(self._cache) > CACHE_SIZE:

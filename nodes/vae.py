@@ -44,10 +44,9 @@ class EasyAnimateVAEDecode:
         progress = host.make_progress_callback(1)
         tiling = VAETiling(tile_size) if tile else None
         scale = vae.vae.config.spatial_compression
-        room = vae_vram_bytes(
-            vae.vae, latents.shape[-2] * scale, latents.shape[-1] * scale, vae.dtype, tile_size if tile else None
-        )
-        frames = vae_decode(vae, latents, host.make_room(room), host.offload_device(), tiling, progress)
+        height, width = latents.shape[-2] * scale, latents.shape[-1] * scale
+        device = host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype, tile_size if tile else None)
+        frames = vae_decode(vae, latents, device, host.offload_device(), tiling, progress)
         return (frames,)
 
 
@@ -92,8 +91,8 @@ class EasyAnimateVAEEncode:
         video = images[..., :3].movedim(-1, 0)[None] * 2 - 1  # [T, H, W, 3] 0..1 -> [1, 3, T, H, W] -1..1
         progress = host.make_progress_callback(1)
         tiling = VAETiling(tile_size) if tile else None
-        room = vae_vram_bytes(vae.vae, height, width, vae.dtype, tile_size if tile else None)
-        latents = vae_encode(vae, video, host.make_room(room), host.offload_device(), tiling, progress)
+        device = host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype, tile_size if tile else None)
+        latents = vae_encode(vae, video, device, host.offload_device(), tiling, progress)
         return ({"samples": latents},)
 
 

@@ -274,7 +274,12 @@ def test_vram_estimates(model):
     assert none - swap0 == sum(blocks) - 2 * max(blocks)
     assert M.sampling_vram_bytes(model, MemoryPolicy("block_swap", 9), small, torch.float32) == none  # all resident
     fp8 = torch.nn.Linear(4, 4).to(torch.float8_e4m3fn)
-    assert M.param_bytes(fp8) == 16 + 4
+    assert M.param_bytes(fp8) == 16 + 4 and M.param_bytes(fp8, CPU) == 0 == M.param_bytes(fp8, CPU)
+    assert M.param_bytes(fp8, torch.device("meta")) == 20  # on the CPU, so placing it elsewhere adds it all
+    resident = M.sampling_vram_bytes(model, MemoryPolicy(), small, torch.float32, device=CPU)
+    assert none - resident == M.param_bytes(model)  # weights already on the compute device add nothing
+    swapped = M.sampling_vram_bytes(model, MemoryPolicy("block_swap", 0), small, torch.float32, device=CPU)
+    assert swapped - resident == 2 * max(blocks)  # the two streamed copies are made even so
 
 
 def test_a_batch_of_videos_pairs_every_video_with_the_prompt(model):
