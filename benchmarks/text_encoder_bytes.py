@@ -2,7 +2,7 @@
 
 Builds the full-size model on the meta device from Qwen2-VL-7B-Instruct's published architecture numbers
 (no weights, no memory), drops the vision tower as the loader does, applies the loader's own fp8 conversion
-(``text.store_linear_weights``) and sums the parameter bytes:
+(``text_loading.store_linear_weights``) and sums the parameter bytes:
 
     python benchmarks/text_encoder_bytes.py
 """
@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from easyanimate_core.text import _drop_vision_tower, store_linear_weights  # noqa: E402
+from easyanimate_core.text_loading import _drop_vision_tower, store_linear_weights  # noqa: E402
 
 QWEN2VL_7B = dict(  # Qwen/Qwen2-VL-7B-Instruct config.json (text part)
     hidden_size=3584,

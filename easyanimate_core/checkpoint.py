@@ -101,7 +101,7 @@ def load_checkpoint(
 
     ``weight_dtype`` / ``text_weight_dtype`` (float8_e4m3fn) store the transformer's block weights / the text
     encoder's linear weights in fp8."""
-    from .text import load_text_encoder
+    from .text_loading import load_text_encoder
 
     folder = Path(folder)
     if not folder.is_dir():

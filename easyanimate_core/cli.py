@@ -86,7 +86,7 @@ def load_models(args: argparse.Namespace, dtype: torch.dtype, device: str, memor
         ]
     else:
         from .loading import load_transformer, load_vae
-        from .text import load_text_encoder
+        from .text_loading import load_text_encoder
 
         missing = [f"--{n}" for n in ("transformer", "vae", "text-encoder") if not getattr(args, n.replace("-", "_"))]
         if missing:

@@ -13,7 +13,7 @@ from ..easyanimate_core.handles import TextEncoderHandle, TransformerHandle, VAE
 from ..easyanimate_core.loading import load_transformer, load_vae
 from ..easyanimate_core.memory import MemoryPolicy
 from ..easyanimate_core.preview import latent_rgb_for
-from ..easyanimate_core.text import load_text_encoder
+from ..easyanimate_core.text_loading import load_text_encoder
 from . import host
 from .types import CATEGORY, MODEL, TEXT_ENCODER, VAE, memory_inputs, precision_input
 

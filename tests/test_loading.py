@@ -26,7 +26,7 @@ from easyanimate_core.testing import tiny_transformer_config, write_single_file,
 from easyanimate_core.testing.text import TINY_BERT_HIDDEN, TINY_QWEN2VL_HIDDEN, TINY_T5_HIDDEN
 from easyanimate_core.testing.transformer import WEIGHTS_NAME, write_tiny_transformer
 from easyanimate_core.testing.vae import make_tiny_vae_state_dict, tiny_vae_config
-from easyanimate_core.text import load_text_encoder
+from easyanimate_core.text_loading import load_text_encoder
 
 FP32, BF16, FP16, FP8 = torch.float32, torch.bfloat16, torch.float16, torch.float8_e4m3fn
 LAYOUTS = ("original", "diffusers")

@@ -18,7 +18,8 @@ from easyanimate_core.testing.text import (
     write_tiny_bert_t5,
     write_tiny_qwen2vl,
 )
-from easyanimate_core.text import TextEmbeds, TextEncoder, load_text_encoder
+from easyanimate_core.text import TextEmbeds, TextEncoder
+from easyanimate_core.text_loading import load_text_encoder
 
 ENGLISH = "A brown dog is shaking its head, sitting on a light-coloured sofa in a comfortable room."
 CHINESE = "一只棕褐色的狗正摇晃着脑袋，坐在一个舒适的房间里的浅色沙发上。"
