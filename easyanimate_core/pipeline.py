@@ -184,7 +184,8 @@ def generate(
         raise ValueError("generation from a prompt needs a text encoder")
     device, offload = torch.device(device), torch.device(offload)
     te = TextEncoderHandle(models.text_encoder, dtype, memory)
-    embeds = encode_prompts(te, req.prompt, req.negative_prompt, device, offload)
+    negative = req.negative_prompt if req.cfg > 1 else None  # without CFG the negative is never read
+    embeds = encode_prompts(te, req.prompt, negative, device, offload)
     shape = C.latent_shape(models.vae, req.width, req.height, req.frames)
     cond = build_conditioning(models, req, device=device, offload=offload, memory=memory, tile=tile)
     cond = builders.sampler_conditioning(models.transformer.config, shape, cond)

@@ -22,14 +22,17 @@ from .vae import VAETiling
 
 
 def encode_prompts(
-    te: TextEncoderHandle, prompt: str, negative: str, device: torch.device, offload: torch.device
+    te: TextEncoderHandle, prompt: str, negative: str | None, device: torch.device, offload: torch.device
 ) -> PromptEmbeds:
-    """Embed a prompt and its negative; the text encoder leaves the GPU afterwards under offloading policies."""
+    """Embed a prompt and its negative; the text encoder leaves the GPU afterwards under offloading policies.
+
+    ``negative=None`` (a run without CFG, which never reads it) skips its encoder pass; the prompt's own
+    embeddings stand in for it."""
     with ExitStack() as stack:
         for module in te.encoder.modules():
             stack.enter_context(on_device(module, device, offload, te.memory))
         pos = te.encoder.encode([prompt], device=device)
-        neg = te.encoder.encode([negative], device=device)
+        neg = pos if negative is None else te.encoder.encode([negative], device=device)
     cpu = torch.device("cpu")
     return PromptEmbeds(pos.to(cpu), neg.to(cpu), te.encoder.kind)
 

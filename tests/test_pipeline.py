@@ -1,5 +1,7 @@
 """End-to-end generation against diffusers' EasyAnimate pipelines, schedulers, and the sampling loop's contract."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from diffusers import EasyAnimateInpaintPipeline, EasyAnimatePipeline, FlowMatchEulerDiscreteScheduler
@@ -234,3 +236,19 @@ def test_conditioning_builders_take_gray_images_and_an_optional_progress(loaded)
     without, _ = builders.inpaint_video_conditioning(vh, cfg, video, mask, 64, 48, 9, **kw)
     assert torch.equal(with_bar.inpaint, without.inpaint)
     assert len(seen) > 2 and seen == sorted(set(seen)) and seen[-1] == 1.0  # two encodes, one rising bar
+
+
+def test_without_cfg_the_negative_prompt_is_not_encoded(loaded, monkeypatch):
+    """cfg <= 1 never reads the negative prompt, so generate() skips its encoder pass; the video is the same as
+    with the negative encoded (compared through the sampler's own switch: any negative gives the same output)."""
+    models = loaded["t2v"]
+    prompts = []
+    encode = models.text_encoder.encode
+    monkeypatch.setattr(models.text_encoder, "encode", lambda texts, **kw: prompts.append(texts) or encode(texts, **kw))
+    req = Request(prompt=PROMPT, negative_prompt="blurry", steps=2, cfg=1.0, seed=4, **SIZE)
+    plain = generate(models, req)
+    assert prompts == [[PROMPT]]
+    assert torch.equal(generate(models, replace(req, negative_prompt="anything else")), plain)
+    prompts.clear()
+    generate(models, replace(req, cfg=4.0))
+    assert prompts == [[PROMPT], ["blurry"]]
