@@ -8,7 +8,6 @@ Layouts (detected from files, never from the folder's name):
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .configs import TransformerConfig
-from .loading import LoadReport, load_transformer, load_vae
+from .loading import LoadReport, load_transformer, load_vae, read_json
 from .pipeline import Models
 from .schedulers import read_scheduler_config
 
@@ -44,6 +43,10 @@ class CheckpointInfo:
     def summary(self) -> str:
         te = f", text encoder {self.text_encoder}" if self.text_encoder else ""
         return f"EasyAnimate {self.version} {self.variant}: {self.num_layers} layers, width {self.width}{te} ({self.layout} layout)"
+
+
+# model_index.json transformer classes: diffusers' EasyAnimateTransformer3DModel and the original code's three
+TRANSFORMER_CLASSES = {"EasyAnimateTransformer3DModel", "HunyuanTransformer3DModel", "Transformer3DModel"}
 
 
 def detect_layout(folder: Path) -> str:
@@ -106,11 +109,10 @@ def load_checkpoint(
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"checkpoint folder not found: {folder}; {EXPECTED_LAYOUT}")
-    layout = detect_layout(folder)
-    if layout == "diffusers":
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-        cls = index.get("transformer", [None, None])[1]
-        if cls not in (None, "EasyAnimateTransformer3DModel"):
+    if detect_layout(folder) == "diffusers":  # a model_index.json (the original repositories ship one too)
+        index = read_json(folder / "model_index.json")
+        cls = (index.get("transformer") or [None, None])[1]
+        if cls is not None and cls not in TRANSFORMER_CLASSES:
             raise ValueError(f"{folder}/model_index.json describes a {cls}, not an EasyAnimate transformer")
     for part in ("transformer", "vae"):
         if not (folder / part).is_dir():
@@ -125,7 +127,7 @@ def load_checkpoint(
     models = Models(transformer, vae, text_encoder, read_scheduler_config(folder / "scheduler"))
     info = CheckpointInfo(
         path=str(folder),
-        layout=layout,
+        layout=t_report.layout,  # read from the transformer's own keys: a folder's model_index.json can't tell
         version=cfg.version,
         variant=cfg.variant.value,
         num_layers=cfg.num_layers,

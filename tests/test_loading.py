@@ -567,3 +567,16 @@ def test_shard_index_that_is_not_json_is_an_error_naming_it(checkpoints, tmp_pat
     index.write_text('{"metadata": {}}', encoding="utf-8")
     with pytest.raises(ValueError, match=rf"^{index} has no 'weight_map' of shard files"):
         load_transformer(folder)
+
+
+@pytest.mark.parametrize("cls", ["EasyAnimateTransformer3DModel", "HunyuanTransformer3DModel"])
+def test_original_folder_with_a_model_index_is_still_original(checkpoints, tmp_path, cls):
+    """The published original-layout repositories ship a model_index.json too: the layout comes from the
+    transformer's own keys, and the original code's transformer class names are accepted."""
+    folder = copy_checkpoint(checkpoints, ("V5.1", "InP"), "original", tmp_path / "ckpt")
+    (folder / "model_index.json").write_text(json.dumps({"transformer": ["easyanimate", cls]}))
+    _, info, _ = load_checkpoint(folder, dtype=FP32, load_text=False)
+    assert info.layout == "original" and "(original layout)" in info.summary()
+    (folder / "model_index.json").write_text(json.dumps({"transformer": ["diffusers", "UNet2DConditionModel"]}))
+    with pytest.raises(ValueError, match="describes a UNet2DConditionModel, not an EasyAnimate transformer"):
+        load_checkpoint(folder, dtype=FP32, load_text=False)
