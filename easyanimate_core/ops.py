@@ -43,7 +43,7 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fp8_matmul and self.weight.dtype == FP8:
-            y = fp8_linear(x, self.weight, cast_to(self.bias, x))
+            y = fp8_linear(x, self.weight, cast_to(self.bias, x), rowwise=rowwise_fp8(x.device))
         else:
             y = F.linear(x, cast_to(self.weight, x), cast_to(self.bias, x))
         for down, up, scale in self.lora_branches:
@@ -53,19 +53,28 @@ class Linear(nn.Linear):
         return y
 
 
-def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``x W^T + b`` as one fp8 GEMM: ``x`` quantised to e4m3 per row (its own scale), ``W`` used as stored.
+def rowwise_fp8(device: torch.device) -> bool:
+    """Whether ``torch._scaled_mm`` takes per-row scales on ``device``: the CPU, and CUDA from Hopper (9.0) on;
+    Ada (8.9) GPUs get one scale per tensor."""
+    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (9, 0)
 
-    The row scale ``amax(|x_row|) / 448`` uses e4m3's whole range for every token, so no activation saturates; the
-    GEMM accumulates in float32 and applies the scales in its epilogue (``torch._scaled_mm``, rowwise scaling).
+
+def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rowwise: bool = True) -> torch.Tensor:
+    """``x W^T + b`` as one fp8 GEMM: ``x`` quantised to e4m3 with its own scale, ``W`` used as stored.
+
+    With ``rowwise`` each token gets the scale ``amax(|x_row|) / 448``, so every token uses e4m3's whole range;
+    otherwise one scale for the whole tensor (no activation saturates either way). The GEMM accumulates in
+    float32 and applies the scales in its epilogue (``torch._scaled_mm``).
     """
     rows = x.reshape(-1, x.shape[-1])
-    scale = rows.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-12) / FP8_MAX  # [M, 1]
+    amax = rows.abs().amax(dim=1, keepdim=True) if rowwise else rows.abs().amax()
+    scale = amax.float().clamp(min=1e-12) / FP8_MAX  # [M, 1] or []
     xq = (rows / scale).to(FP8)
     weight = weight.to(x.device, non_blocking=True)
-    ones = torch.ones(1, weight.shape[0], device=x.device, dtype=torch.float32)  # the stored weights are unscaled
+    # the stored weights are unscaled
+    ones = torch.ones((1, weight.shape[0]) if rowwise else (), device=x.device, dtype=torch.float32)
     # CUDA's rowwise-scaled fp8 GEMM writes bf16 only
-    out_dtype = torch.bfloat16 if x.device.type == "cuda" else x.dtype
+    out_dtype = torch.bfloat16 if x.device.type == "cuda" and rowwise else x.dtype
     y = torch._scaled_mm(xq, weight.t(), scale_a=scale, scale_b=ones, out_dtype=out_dtype)
     y = y.to(x.dtype)
     if bias is not None:

@@ -214,6 +214,14 @@ def test_fp8_linear_is_rowwise_scaled_fp8_gemm():
     per_row = (got - exact).norm(dim=-1) / (exact - b).norm(dim=-1)
     assert 0 < per_row.max() < 1 / 16  # each row scaled on its own: small rows as exact as large ones
     assert ops.fp8_linear(x.bfloat16(), w8, b.bfloat16()).dtype == torch.bfloat16
+    # one scale for the whole tensor (Ada GPUs): exact maths again, but the small rows lose precision
+    whole = ops.fp8_linear(x, w8, b, rowwise=False).reshape(-1, 48)
+    scale = rows.abs().amax() / 448
+    manual = ((rows / scale).to(ops.FP8).float() * scale) @ w8.float().t() + b
+    assert ((whole - manual).norm(dim=1) / manual.norm(dim=1)).max() < 1e-5
+    coarse = (whole - exact.reshape(-1, 48)).norm(dim=-1) / (exact - b).reshape(-1, 48).norm(dim=-1)
+    assert coarse[:5].max() > 10 * per_row.reshape(-1)[:5].max()  # the 1e-3 rows, quantised at the 1e2 rows' scale
+    assert ops.rowwise_fp8(CPU)
 
 
 def test_fp8_matmul_sampler_within_tolerance_and_model_unchanged(folder, model):
@@ -255,6 +263,11 @@ def test_fp8_matmul_checks(monkeypatch):
         check_fp8_matmul_device(torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
     check_fp8_matmul_device(torch.device("cuda"))
+    from easyanimate_core.ops import rowwise_fp8
+
+    assert not rowwise_fp8(torch.device("cuda"))  # Ada: one scale per tensor
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert rowwise_fp8(torch.device("cuda"))  # Hopper: per-token scales
     with pytest.raises(ValueError, match="not on mps"):
         check_fp8_matmul_device(torch.device("mps"))
 
