@@ -12,15 +12,19 @@ import logging
 import sys
 from collections.abc import Callable
 
-import torch
+try:  # torch and the engine take seconds to import: a Ctrl-C meanwhile is still a one-line exit 130
+    import torch
 
-from .attention import BACKENDS
-from .cli import DEFAULTS, DEMO_SIZE, DTYPES, NEGATIVE_PROMPT, cmd_demo, cmd_generate, cmd_tiny
-from .configs import Variant
-from .memory import MEMORY_MODES
-from .runner import COMPILE_BACKENDS
-from .sampling import Interrupted
-from .schedulers import SCHEDULER_NAMES
+    from .attention import BACKENDS
+    from .cli import DEFAULTS, DEMO_SIZE, DTYPES, NEGATIVE_PROMPT, cmd_demo, cmd_generate, cmd_tiny
+    from .configs import Variant
+    from .memory import MEMORY_MODES
+    from .runner import COMPILE_BACKENDS
+    from .sampling import Interrupted
+    from .schedulers import SCHEDULER_NAMES
+except KeyboardInterrupt:
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130) from None
 
 log = logging.getLogger("EasyAnimate")
 

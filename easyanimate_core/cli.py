@@ -59,6 +59,25 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def pick_device(name: str | None) -> str:
+    """``--device`` (default: cuda if available, else cpu), checked before anything loads."""
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device: use cpu, cuda, cuda:1, mps, ...") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: there are {count} CUDA devices (cuda:0 to cuda:{count - 1})")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: this torch sees no Apple GPU; use --device cpu")
+    return name
+
+
 def resolve_dtype(name: str | None, device: str) -> torch.dtype:
     return DTYPES[name] if name else (torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16)
 
@@ -177,7 +196,14 @@ def request_from_args(args: argparse.Namespace, device: str) -> Request:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    device = args.device or default_device()
+    if args.model and (args.transformer or args.vae or args.text_encoder):
+        raise ValueError(
+            "--model loads a whole checkpoint folder, --transformer/--vae/--text-encoder single parts instead: "
+            "give one or the other"
+        )
+    if args.resident_blocks and args.memory_mode != "block_swap":
+        raise ValueError(f"--resident-blocks applies to --memory-mode block_swap, not {args.memory_mode}")
+    device = pick_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     req = request_from_args(args, device)
     memory = MemoryPolicy(args.memory_mode, resident_blocks=args.resident_blocks)
@@ -269,7 +295,7 @@ DEMO_SIZE = dict(width=256, height=160, frames=17, steps=10)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    device = args.device or default_device()
+    device = pick_device(args.device)
     out = Path(args.out)
     size = dict(width=args.width, height=args.height, frames=args.frames, steps=args.steps, seed=args.seed)
     settings = Request(negative_prompt=NEGATIVE_PROMPT, **size)

@@ -271,12 +271,15 @@ def applied(
             if target not in targets:
                 raise ValueError(f"LoRA {lora.name!r} patches layer {target!r}, which this transformer doesn't have")
             down, up = _fit(lora.name, target, targets[target], *tensors[target])
+            # the strength goes into a scaled copy of ``up``, never into the layer's code: torch.compile guards on
+            # Python numbers it meets, so a strength passed as a number would recompile every block per value
+            up = up * (strength * patch.scale)
             if store != device and streamed is not None and streamed(target):
                 if device.type == "cuda" and store.type == "cpu":
                     down, up = down.pin_memory(), up.pin_memory()
             elif store != device:
                 down, up = down.to(device, non_blocking=True), up.to(device, non_blocking=True)
-            branches.setdefault(target, []).append((down, up, strength * patch.scale))
+            branches.setdefault(target, []).append((down, up, 1.0))
     previous = {}
     try:
         for target, extra in branches.items():

@@ -7,6 +7,7 @@ Every unreadable or unsupported file is a ValueError (or FileNotFoundError) nami
 
 from __future__ import annotations
 
+import os
 import re
 from itertools import islice
 from pathlib import Path
@@ -103,14 +104,32 @@ def check_output(path: str | Path) -> Path:
 
 def write_video(frames: torch.Tensor, path: str | Path, fps: int = FPS) -> Path:
     """Frames [T, H, W, 3] in 0..1 -> ``.mp4`` (H.264), ``.webp``/``.gif`` (animated, looping) or ``.npy``
-    (float32 [T, H, W, 3] in 0..1). Missing parent folders are created."""
+    (float32 [T, H, W, 3] in 0..1). Missing parent folders are created.
+
+    Written to a hidden temporary file beside ``path`` and moved over it only when complete: an error or a
+    Ctrl+C mid-write leaves any earlier file at ``path`` as it was. ffmpeg does not report its own failures
+    (a full disk, no permission) to the writer, so an ``.mp4`` that came out empty is an OSError."""
     path = check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x = frames.detach().float().clamp(0, 1).cpu().numpy()
     suffix = path.suffix.lower()
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        _write(x, partial, suffix, fps)
+        if not partial.is_file() or partial.stat().st_size == 0:
+            raise OSError(f"could not write {path}: the {suffix} writer produced no file (disk full, no permission?)")
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write(x: np.ndarray, path: Path, suffix: str, fps: int) -> None:
     if suffix == ".npy":
-        np.save(path, x.astype(np.float32))
-        return path
+        with open(path, "wb") as f:  # a file object: np.save would add ".npy" to a name that lacks it
+            np.save(f, x.astype(np.float32))
+        return
     pixels = (x * 255 + 0.5).astype(np.uint8)  # [T, H, W, 3]
     if suffix == ".mp4":
         import imageio.v2 as imageio
@@ -121,11 +140,13 @@ def write_video(frames: torch.Tensor, path: str | Path, fps: int = FPS) -> Path:
         ) as writer:
             for frame in pixels:
                 writer.append_data(frame)
-        return path
+        return
     images = [Image.fromarray(f) for f in pixels]
     extra = {"quality": 90} if suffix == ".webp" else {"disposal": 1}
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0, **extra)
-    return path
+    images[0].save(
+        path, format=suffix[1:].upper(), save_all=True, append_images=images[1:], duration=round(1000 / fps),
+        loop=0, **extra,
+    )  # fmt: skip
 
 
 def demo_picture(width: int, height: int, phase: float = 0.0) -> Image.Image:

@@ -131,6 +131,14 @@ def one_line_error(capsys) -> str:
         (["--teacache", "-0.1"], "TeaCache threshold must be 0 (off) or positive"),
         (["--attention", "xformers"], "invalid choice"),
         (["--fp8-matmul"], "load the transformer with memory mode fp8"),
+        (["--transformer", "t.safetensors"], "--model loads a whole checkpoint folder"),
+        (["--resident-blocks", "3"], "--resident-blocks applies to --memory-mode block_swap, not none"),
+        (["--device", "foo"], "--device 'foo' is not a device"),
+        pytest.param(
+            ["--device", "cuda"],
+            "sees no CUDA GPU; use --device cpu",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present"),
+        ),
     ],
 )
 def test_bad_arguments_fail_fast_in_one_line(capsys, extra, message):
@@ -237,3 +245,33 @@ def test_text_encoder_fp8_flag_equals_the_python_api(ckpts, api, tmp_path):
     expected = generate(models, Request(**REQUEST)).numpy()
     assert np.array_equal(np.load(out), expected)
     assert not np.array_equal(expected, generate(api["T2V"], Request(**REQUEST)).numpy())  # the flag acted
+
+
+def test_write_video_replaces_the_file_only_when_complete(tmp_path, monkeypatch):
+    """A Ctrl+C or an error mid-write keeps the earlier file; a writer that produced nothing (ffmpeg does not report
+    a full disk or a denied write) is an OSError; no temporary file is left either way."""
+    from easyanimate_core import media
+
+    frames = torch.rand(3, 8, 10, 3)
+    out = media.write_video(frames, tmp_path / "clip.npy")
+    before = out.read_bytes()
+    real = media._write
+
+    def broken(x, path, suffix, fps):
+        real(x, path, suffix, fps)
+        path.write_bytes(path.read_bytes()[:20])  # half written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(media, "_write", broken)
+    with pytest.raises(KeyboardInterrupt):
+        media.write_video(torch.zeros(3, 8, 10, 3), out)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["clip.npy"]
+    monkeypatch.setattr(media, "_write", lambda x, path, suffix, fps: None)  # ffmpeg failed silently
+    with pytest.raises(OSError, match="writer produced no file"):
+        media.write_video(frames, tmp_path / "new.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.npy"]
+    monkeypatch.setattr(media, "_write", real)
+    for suffix in (".npy", ".webp", ".gif", ".mp4"):
+        assert media.write_video(frames, tmp_path / f"again{suffix}").stat().st_size > 0
+    assert np.allclose(np.load(tmp_path / "again.npy"), frames.numpy(), atol=1e-7)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())

@@ -429,3 +429,22 @@ def test_corrupt_lora_file_is_an_error_naming_it(model, tmp_path, damage):
     path.write_bytes(b"garbage" if damage == "garbage" else data[: len(data) // 2])
     with pytest.raises(ValueError, match=rf"cannot read weights file {path}: it is truncated, corrupt"):
         L.load_lora(path, model)
+
+
+def test_strength_changes_do_not_recompile_compiled_blocks(model):
+    """The strength rides in a scaled copy of ``up``, not as a Python number in the layer's code (torch.compile
+    guards on those: each new strength would recompile every block, and past dynamo's recompile limit compiling
+    would silently stop). Outputs still follow the strength."""
+    import torch._dynamo.utils as dynamo_utils
+
+    lora = L.parse_lora(kohya(random_lora(model, seed=12)), model)
+    compiled = plain(model).replace(compile="eager", compiled={})
+    outputs = {s: run(L.with_lora(compiled, lora, s)) for s in (0.3, 0.5)}  # compiles every block once
+    frames = dynamo_utils.counters["frames"]["total"]
+    for s in (0.7, 0.9, 1.1):
+        outputs[s] = run(L.with_lora(compiled, lora, s))
+    assert dynamo_utils.counters["frames"]["total"] == frames  # no block traced again
+    eager = {s: run(L.with_lora(plain(model), lora, s)) for s in outputs}
+    for s, out in outputs.items():
+        torch.testing.assert_close(out, eager[s], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(outputs[0.3], outputs[1.1], atol=1e-3)
