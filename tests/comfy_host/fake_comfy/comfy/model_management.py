@@ -4,6 +4,7 @@ The interrupt functions keep ComfyUI's exact semantics: `throw_exception_if_proc
 clears the flag when it raises, and `processing_interrupted` only reads it.
 """
 
+import os
 import threading
 
 import torch
@@ -24,7 +25,8 @@ interrupt_processing = False
 
 
 def get_torch_device() -> torch.device:
-    return torch.device("cpu")
+    """The CPU, unless EASYANIMATE_HARNESS_DEVICE names another (e.g. cuda, to run the workflows on a GPU)."""
+    return torch.device(os.environ.get("EASYANIMATE_HARNESS_DEVICE", "cpu"))
 
 
 def unet_offload_device() -> torch.device:
