@@ -40,10 +40,11 @@ class Linear(nn.Linear):
 
     lora_branches: tuple[LoraBranch, ...] = ()
     fp8_matmul: bool = False  # set for a run by ``fp8_matmul_enabled``: multiply fp8 weights in fp8
+    fp8_rowwise: bool = True  # with fp8_matmul: per-token activation scales (else one per tensor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fp8_matmul and self.weight.dtype == FP8:
-            y = fp8_linear(x, self.weight, cast_to(self.bias, x), rowwise=rowwise_fp8(x.device))
+            y = fp8_linear(x, self.weight, cast_to(self.bias, x), rowwise=self.fp8_rowwise)
         else:
             y = F.linear(x, cast_to(self.weight, x), cast_to(self.bias, x))
         for down, up, scale in self.lora_branches:
@@ -88,19 +89,22 @@ def fp8_matmul_layers(model: nn.Module) -> list[Linear]:
 
 
 @contextmanager
-def fp8_matmul_enabled(model: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Within the block, ``model``'s fp8-stored linear layers multiply in fp8 (see ``fp8_linear``).
+def fp8_matmul_enabled(model: nn.Module, enabled: bool = True, device: torch.device | None = None) -> Iterator[None]:
+    """Within the block, ``model``'s fp8-stored linear layers multiply in fp8 on ``device`` (see ``fp8_linear``).
 
-    The switch is an instance attribute removed in ``finally``; weights are never touched.
+    The switches are instance attributes (decided here, once, not inside a compiled forward) removed in
+    ``finally``; weights are never touched.
     """
     layers = fp8_matmul_layers(model) if enabled else []
+    rowwise = rowwise_fp8(torch.device(device or "cpu"))
     try:
         for m in layers:
-            m.fp8_matmul = True
+            m.fp8_matmul, m.fp8_rowwise = True, rowwise
         yield
     finally:
         for m in layers:
             m.__dict__.pop("fp8_matmul", None)
+            m.__dict__.pop("fp8_rowwise", None)
 
 
 class Conv2d(nn.Conv2d):

@@ -87,7 +87,7 @@ def run_sampler(
     with (
         transformer_placement(model, device, offload, handle.memory) as run_blocks,
         lora.applied(model, handle.loras, device, handle.dtype, store=lora_store, streamed=streamed_layer(handle)),
-        ops.fp8_matmul_enabled(model, handle.fp8_matmul),
+        ops.fp8_matmul_enabled(model, handle.fp8_matmul, device),
     ):
         latents = sample(
             model,
