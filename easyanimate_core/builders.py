@@ -216,21 +216,14 @@ def noise_mask_conditioning(
         raise ValueError(
             "the latent has a noise mask and the conditioning (EasyAnimate Inpaint Video) has a mask too: use one"
         )
-    mask = noise_mask.float()
-    if mask.ndim == 4 and mask.shape[1] == 1:
-        mask = mask[:, 0]
-    if mask.ndim not in (2, 3):
-        raise ValueError(
-            f"a noise mask must be [N, 1, H, W] or [N, H, W] (as Set Latent Noise Mask makes), got {tuple(mask.shape)}"
-        )
     width, height, frames = video_size_of(latents)
-    count = 1 if mask.ndim == 2 else mask.shape[0]
+    count = 1 if noise_mask.ndim == 2 else noise_mask.shape[0]  # fit_mask checks the layout
     if count not in (1, frames):
         raise ValueError(
             f"the noise mask has {count} frames but the latent holds a {frames}-frame video: give one mask for all "
             f"frames or {frames} (one per frame)"
         )
-    keep = on_latent_grid(fit_mask(mask, width, height, frames), latent_shape)
+    keep = on_latent_grid(fit_mask(noise_mask.float(), width, height, frames), latent_shape)
     return Conditioning(inpaint=cond.inpaint, control=cond.control, init_latents=latents, keep_mask=keep)
 
 
