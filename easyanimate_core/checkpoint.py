@@ -9,13 +9,14 @@ Layouts (detected from files, never from the folder's name):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .configs import TransformerConfig
-from .loading import LoadReport, load_transformer, load_vae, read_json
+from .loading import LoadReport, load_transformer, load_vae, read_json, weight_files
 from .pipeline import Models
 from .schedulers import read_scheduler_config
 
@@ -99,11 +100,13 @@ def load_checkpoint(
     vae_dtype: torch.dtype | None = None,
     load_text: bool = True,
     text_weight_dtype: torch.dtype | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Models, CheckpointInfo, dict[str, LoadReport]]:
     """Load transformer, VAE, text encoder(s) and scheduler config of a checkpoint folder (on the CPU).
 
     ``weight_dtype`` / ``text_weight_dtype`` (float8_e4m3fn) store the transformer's block weights / the text
-    encoder's linear weights in fp8."""
+    encoder's linear weights in fp8. ``progress(done, total)`` counts the transformer's weight files, then the
+    VAE and the text encoder (a host's bar, which may raise on Cancel: nothing is kept then)."""
     from .text_loading import load_text_encoder
 
     folder = Path(folder)
@@ -117,12 +120,23 @@ def load_checkpoint(
     for part in ("transformer", "vae"):
         if not (folder / part).is_dir():
             raise ValueError(f"{folder} has no {part}/ folder; {EXPECTED_LAYOUT}")
-    transformer, t_report = load_transformer(folder / "transformer", dtype=dtype, weight_dtype=weight_dtype)
+    shards = len(weight_files(folder / "transformer"))
+    total = shards + 1 + int(load_text)
+
+    def step(done: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    transformer, t_report = load_transformer(
+        folder / "transformer", dtype=dtype, weight_dtype=weight_dtype, progress=lambda done, _: step(done)
+    )
     vae, v_report = load_vae(folder / "vae", dtype=vae_dtype or dtype)
+    step(shards + 1)
     cfg = transformer.config
     text_encoder = None
     if load_text:
         text_encoder = load_text_encoder(folder, dtype=text_dtype or dtype, weight_dtype=text_weight_dtype)
+        step(total)
     check_compatible(cfg, vae, text_encoder)
     models = Models(transformer, vae, text_encoder, read_scheduler_config(folder / "scheduler"))
     info = CheckpointInfo(

@@ -12,6 +12,7 @@ import logging
 import pickle
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,11 +137,17 @@ def weight_files(folder: Path) -> list[Path]:
     return safetensors[:1] if safetensors else files[:1]
 
 
-def read_folder_weights(folder: Path, report: LoadReport) -> dict[str, torch.Tensor]:
+def read_folder_weights(
+    folder: Path, report: LoadReport, progress: Callable[[int, int], None] | None = None
+) -> dict[str, torch.Tensor]:
+    """The tensors of every weights file of ``folder``; ``progress(done, total)`` after each file (shard)."""
     sd: dict[str, torch.Tensor] = {}
-    for f in weight_files(folder):
+    files = weight_files(folder)
+    for done, f in enumerate(files, start=1):
         sd.update(read_state_dict(f))
         report.files.append(str(f))
+        if progress is not None:
+            progress(done, len(files))
     return sd
 
 
@@ -230,11 +237,13 @@ def load_transformer(
     dtype: torch.dtype = torch.bfloat16,
     weight_dtype: torch.dtype | None = None,
     config: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[EasyAnimateTransformer, LoadReport]:
     """Load a transformer from a folder (config.json + weights, sharded or not) or a single weights file.
 
     ``dtype`` is the compute dtype; ``weight_dtype=torch.float8_e4m3fn`` stores block weights in fp8.
     A file already stored in fp8 keeps fp8 block weights unless ``weight_dtype`` says otherwise.
+    ``progress(done, total)`` follows the weight files read (a host's bar, which may raise on Cancel).
     """
     path = Path(path)
     report = LoadReport()
@@ -243,10 +252,12 @@ def load_transformer(
         if not cfg_file.is_file():
             raise ValueError(f"{path} has no config.json; expected a transformer folder (config.json + safetensors)")
         config = config or read_json(cfg_file)  # before the weights: a broken config fails fast
-        raw = read_folder_weights(path, report)
+        raw = read_folder_weights(path, report, progress)
     else:
         raw = read_state_dict(path)
         report.files.append(str(path))
+        if progress is not None:
+            progress(1, 1)
     report.layout = "diffusers" if is_diffusers_transformer(raw) else "original"
     sd = transformer_to_ours(raw)
     del raw

@@ -97,6 +97,7 @@ class LoadEasyAnimateModel:
             weight_dtype=policy.weight_dtype,
             vae_dtype=vae_dtype_for(dtype),
             text_weight_dtype=torch.float8_e4m3fn if text_encoder_fp8 else None,
+            progress=host.make_progress_callback(1),  # weight files, VAE, text encoder; raises on Cancel
         )
         vae = _vae_handle(models.vae, vae_dtype_for(dtype), small)
         model = TransformerHandle(

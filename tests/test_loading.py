@@ -580,3 +580,22 @@ def test_original_folder_with_a_model_index_is_still_original(checkpoints, tmp_p
     (folder / "model_index.json").write_text(json.dumps({"transformer": ["diffusers", "UNet2DConditionModel"]}))
     with pytest.raises(ValueError, match="describes a UNet2DConditionModel, not an EasyAnimate transformer"):
         load_checkpoint(folder, dtype=FP32, load_text=False)
+
+
+def test_checkpoint_loading_reports_progress_per_shard_and_stops_on_cancel(tmp_path):
+    """A host's progress bar follows the transformer's shards, then the VAE and the text encoder; a bar that raises
+    (ComfyUI's, on Cancel) stops loading there."""
+    folder = write_tiny_checkpoint(tmp_path / "ckpt", shards=3)
+    seen = []
+    load_checkpoint(folder, dtype=FP32, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    seen.clear()
+    load_checkpoint(folder, dtype=FP32, load_text=False, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+    def cancel_at_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        load_checkpoint(folder, dtype=FP32, progress=cancel_at_two)

@@ -589,3 +589,11 @@ def test_conditioning_from_another_model_variant_is_refused(env, run):
     message = str(error_of(run, prompt))
     assert "made for an EasyAnimate InP checkpoint but this model is T2V" in message
     assert "connect the same model to the conditioning node and to the sampler" in message
+
+
+def test_model_loader_shows_progress(env):
+    """Load EasyAnimate Model's bar: the transformer's weight files, the VAE, the text encoder (a fresh session, so
+    the loader really runs)."""
+    result = execute_prompt(t2v_prompt(seed=3, memory="none"))
+    loading = [(p["value"], p["max"]) for p in result.events("progress") if p["node"] == "1"]
+    assert loading == [(1, 3), (2, 3), (3, 3)]  # one weights file, the VAE, the text encoder
