@@ -41,10 +41,11 @@ class Linear(nn.Linear):
     lora_branches: tuple[LoraBranch, ...] = ()
     fp8_matmul: bool = False  # set for a run by ``fp8_matmul_enabled``: multiply fp8 weights in fp8
     fp8_rowwise: bool = True  # with fp8_matmul: per-token activation scales (else one per tensor)
+    fp8_weight_scale: torch.Tensor | None = None  # with fp8_matmul: the weights' (unit) scales, made once per run
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fp8_matmul and self.weight.dtype == FP8:
-            y = fp8_linear(x, self.weight, cast_to(self.bias, x), rowwise=self.fp8_rowwise)
+            y = fp8_linear(x, self.weight, cast_to(self.bias, x), self.fp8_rowwise, self.fp8_weight_scale)
         else:
             y = F.linear(x, cast_to(self.weight, x), cast_to(self.bias, x))
         for down, up, scale in self.lora_branches:
@@ -60,23 +61,36 @@ def rowwise_fp8(device: torch.device) -> bool:
     return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (9, 0)
 
 
-def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, rowwise: bool = True) -> torch.Tensor:
+def weight_scale(out_features: int, rowwise: bool, device: torch.device) -> torch.Tensor:
+    """The scale ``torch._scaled_mm`` applies to stored fp8 weights: one (they are stored unscaled), per output
+    channel for rowwise scaling, else a single number."""
+    return torch.ones((1, out_features) if rowwise else (), device=device, dtype=torch.float32)
+
+
+def fp8_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    rowwise: bool = True,
+    scale_b: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``x W^T + b`` as one fp8 GEMM: ``x`` quantised to e4m3 with its own scale, ``W`` used as stored.
 
     With ``rowwise`` each token gets the scale ``amax(|x_row|) / 448``, so every token uses e4m3's whole range;
     otherwise one scale for the whole tensor (no activation saturates either way). The GEMM accumulates in
-    float32 and applies the scales in its epilogue (``torch._scaled_mm``).
+    float32 and applies the scales in its epilogue (``torch._scaled_mm``). ``scale_b`` is :func:`weight_scale`'s
+    (made here when not given; a run makes it once per layer).
     """
     rows = x.reshape(-1, x.shape[-1])
     amax = rows.abs().amax(dim=1, keepdim=True) if rowwise else rows.abs().amax()
     scale = amax.float().clamp(min=1e-12) / FP8_MAX  # [M, 1] or []
     xq = (rows / scale).to(FP8)
     weight = weight.to(x.device, non_blocking=True)
-    # the stored weights are unscaled
-    ones = torch.ones((1, weight.shape[0]) if rowwise else (), device=x.device, dtype=torch.float32)
+    if scale_b is None:
+        scale_b = weight_scale(weight.shape[0], rowwise, x.device)
     # CUDA's rowwise-scaled fp8 GEMM writes bf16 only
     out_dtype = torch.bfloat16 if x.device.type == "cuda" and rowwise else x.dtype
-    y = torch._scaled_mm(xq, weight.t(), scale_a=scale, scale_b=ones, out_dtype=out_dtype)
+    y = torch._scaled_mm(xq, weight.t(), scale_a=scale, scale_b=scale_b, out_dtype=out_dtype)
     y = y.to(x.dtype)
     if bias is not None:
         y = y + bias
@@ -96,15 +110,18 @@ def fp8_matmul_enabled(model: nn.Module, enabled: bool = True, device: torch.dev
     ``finally``; weights are never touched.
     """
     layers = fp8_matmul_layers(model) if enabled else []
-    rowwise = rowwise_fp8(torch.device(device or "cpu"))
+    device = torch.device(device or "cpu")
+    rowwise = rowwise_fp8(device)
+    switches = ("fp8_matmul", "fp8_rowwise", "fp8_weight_scale")
     try:
         for m in layers:
             m.fp8_matmul, m.fp8_rowwise = True, rowwise
+            m.fp8_weight_scale = weight_scale(m.out_features, rowwise, device)
         yield
     finally:
         for m in layers:
-            m.__dict__.pop("fp8_matmul", None)
-            m.__dict__.pop("fp8_rowwise", None)
+            for name in switches:
+                m.__dict__.pop(name, None)
 
 
 class Conv2d(nn.Conv2d):
