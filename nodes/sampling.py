@@ -167,9 +167,8 @@ class EasyAnimateVideoSampler:
         conditioning=None,
         teacache: float = 0.0,
     ):
-        check_scheduler_for(
-            model.config.version, scheduler
-        )  # before make_room evicts anything (run_sampler checks too)
+        # before make_room evicts anything (run_sampler checks too)
+        check_scheduler_for(model.config.version, scheduler)
         (width, height, frames), init = _generation_size(latent, width, height, frames, denoise)
         batch = 1 if latent is None else latent["samples"].shape[0]
         shape = latent_shape_for(model.config, width, height, frames, batch)
