@@ -99,11 +99,17 @@ class Projections(nn.Module):
         self.norm_k = ops.LayerNorm(head_dim, eps=1e-6, fp32=False)
         self.to_out = nn.ModuleList([ops.Linear(dim, dim)])
 
-    def qkv(self, x: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``[B, L, dim] -> 3 x [B, heads, L, head_dim]`` (views of ``[B, L, heads, head_dim]`` tensors)."""
-        q, k, v = (p(x).unflatten(2, (heads, -1)) for p in (self.to_q, self.to_k, self.to_v))
+    def qkv(self, x: torch.Tensor, heads: int, queries: bool = True):
+        """``[B, L, dim] -> 3 x [B, heads, L, head_dim]`` (views of ``[B, L, heads, head_dim]`` tensors).
+
+        With ``queries=False`` only keys and values are projected and q is None.
+        """
+        k, v = (p(x).unflatten(2, (heads, -1)) for p in (self.to_k, self.to_v))
         # normalise while the heads are still contiguous: on the transposed view LayerNorm would copy first
-        return self.norm_q(q).transpose(1, 2), self.norm_k(k).transpose(1, 2), v.transpose(1, 2)
+        k, v = self.norm_k(k).transpose(1, 2), v.transpose(1, 2)
+        if not queries:
+            return None, k, v
+        return self.norm_q(self.to_q(x).unflatten(2, (heads, -1))).transpose(1, 2), k, v
 
 
 class FeedForward(nn.Module):
@@ -127,20 +133,28 @@ class AdaNormZero(nn.Module):
         self.linear = ops.Linear(cond_dim, 6 * dim)
         self.norm = ops.LayerNorm(dim, eps=eps, elementwise_affine=affine)
 
-    def forward(self, x: torch.Tensor, txt: torch.Tensor, temb: torch.Tensor):
+    def forward(self, x: torch.Tensor, txt: torch.Tensor | None, temb: torch.Tensor):
+        """With ``txt=None`` only the video half is computed (the text outputs are None)."""
         shift, scale, gate, t_shift, t_scale, t_gate = self.linear(F.silu(temb)).chunk(6, dim=1)
         x = torch.addcmul(shift[:, None], self.norm(x), 1 + scale[:, None])
+        if txt is None:
+            return x, None, gate[:, None], None
         txt = torch.addcmul(t_shift[:, None], self.norm(txt), 1 + t_scale[:, None])
         return x, txt, gate[:, None], t_gate[:, None]
 
 
 class Block(nn.Module):
-    """One EasyAnimate transformer block: joint attention over [text, video] tokens, then feed-forward."""
+    """One EasyAnimate transformer block: joint attention over [text, video] tokens, then feed-forward.
 
-    def __init__(self, cfg: TransformerConfig, mmdit: bool) -> None:
+    The last block (``last=True``) updates only the video tokens: nothing reads the text stream after it, so its
+    text queries, text output projection and text feed-forward are skipped (like SD3's ``context_pre_only``).
+    """
+
+    def __init__(self, cfg: TransformerConfig, mmdit: bool, last: bool = False) -> None:
         super().__init__()
         dim, eps, affine = cfg.inner_dim, cfg.norm_eps, cfg.norm_elementwise_affine
         self.heads = cfg.num_attention_heads
+        self.last = last
         self.norm1 = AdaNormZero(cfg.time_embed_dim, dim, eps, affine)
         self.attn1 = Projections(dim, cfg.attention_head_dim)
         self.attn2 = Projections(dim, cfg.attention_head_dim) if mmdit else None
@@ -151,40 +165,43 @@ class Block(nn.Module):
         self.attn_backend = "sdpa"
 
     def forward(self, x: torch.Tensor, txt: torch.Tensor, temb: torch.Tensor, rope: Rope):
-        """``x`` [B, N, dim] video tokens, ``txt`` [B, L, dim] text tokens -> both updated."""
+        """``x`` [B, N, dim] video tokens, ``txt`` [B, L, dim] text tokens -> both updated (text as given if last)."""
         # two halves, so the attention temporaries are freed before the feed-forward's 4x-wide ones exist
-        x, txt = self._attend(x, txt, temb, rope)
-        return self._feed_forward(x, txt, temb)
+        x, new_txt = self._attend(x, txt, temb, rope)
+        if self.last:
+            return self._feed_forward(x, None, temb)[0], txt
+        return self._feed_forward(x, new_txt, temb)
 
     def _attend(self, x: torch.Tensor, txt: torch.Tensor, temb: torch.Tensor, rope: Rope):
+        # multi-modal blocks have separate projections per stream; single-stream blocks project the joint sequence
+        # with one set, computed here per stream (the same rows of the same products)
+        txt_proj = self.attn2 or self.attn1
         n_txt = txt.shape[1]
         nx, ntxt, gate, t_gate = self.norm1(x, txt, temb)
-        if self.attn2 is not None:  # multi-modal: separate projections per stream
-            q, k, v = self.attn1.qkv(nx, self.heads)
-            q, k = apply_rope(q, rope), apply_rope(k, rope)
-            tq, tk, tv = self.attn2.qkv(ntxt, self.heads)
-            del nx, ntxt
-            out = attention(torch.cat([tq, q], 2), torch.cat([tk, k], 2), torch.cat([tv, v], 2), self.attn_backend)
-            del q, k, v, tq, tk, tv
-            a_txt, a_x = self.attn2.to_out[0](out[:, :n_txt]), self.attn1.to_out[0](out[:, n_txt:])
-        else:  # single-stream: one set of projections over the joint sequence
-            q, k, v = self.attn1.qkv(torch.cat([ntxt, nx], 1), self.heads)
-            del nx, ntxt
-            q = torch.cat([q[:, :, :n_txt], apply_rope(q[:, :, n_txt:], rope)], 2)
-            k = torch.cat([k[:, :, :n_txt], apply_rope(k[:, :, n_txt:], rope)], 2)
-            out = self.attn1.to_out[0](attention(q, k, v, self.attn_backend))
-            del q, k, v
-            a_txt, a_x = out[:, :n_txt], out[:, n_txt:]
+        q, k, v = self.attn1.qkv(nx, self.heads)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        tq, tk, tv = txt_proj.qkv(ntxt, self.heads, queries=not self.last)
+        del nx, ntxt
+        q = q if self.last else torch.cat([tq, q], 2)
+        out = attention(q, torch.cat([tk, k], 2), torch.cat([tv, v], 2), self.attn_backend)
+        del q, k, v, tq, tk, tv
+        if self.last:
+            return torch.addcmul(x, gate, self.attn1.to_out[0](out)), None
+        a_txt, a_x = txt_proj.to_out[0](out[:, :n_txt]), self.attn1.to_out[0](out[:, n_txt:])
         del out
         return torch.addcmul(x, gate, a_x), torch.addcmul(txt, t_gate, a_txt)
 
-    def _feed_forward(self, x: torch.Tensor, txt: torch.Tensor, temb: torch.Tensor):
+    def _feed_forward(self, x: torch.Tensor, txt: torch.Tensor | None, temb: torch.Tensor):
         nx, ntxt, gate, t_gate = self.norm2(x, txt, temb)
         fx = self.ff(nx)
         del nx
+        if self.norm3 is not None:
+            fx = self.norm3(fx)
+        if txt is None:
+            return torch.addcmul(x, gate, fx), None
         ftxt = (self.txt_ff or self.ff)(ntxt)
         if self.norm3 is not None:
-            fx, ftxt = self.norm3(fx), self.norm3(ftxt)
+            ftxt = self.norm3(ftxt)
         return torch.addcmul(x, gate, fx), torch.addcmul(txt, t_gate, ftxt)
 
 
@@ -233,7 +250,9 @@ class EasyAnimateTransformer(nn.Module):
         self.text_proj_t5 = None
         if cfg.text_embed_dim_t5 is not None:
             self.text_proj_t5 = _text_proj(cfg.text_embed_dim_t5, dim, cfg.add_norm_text_encoder)
-        self.transformer_blocks = nn.ModuleList(Block(cfg, i < cfg.mmdit_layers) for i in range(cfg.num_layers))
+        self.transformer_blocks = nn.ModuleList(
+            Block(cfg, i < cfg.mmdit_layers, last=i == cfg.num_layers - 1) for i in range(cfg.num_layers)
+        )
         self.norm_final = ops.LayerNorm(
             dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_elementwise_affine, fp32=False
         )

@@ -101,9 +101,11 @@ def test_single_stream_blocks_project_text_like_the_original():
     """With two or more single-stream blocks, diffusers 0.42 skips ``to_out`` on the text stream; the
     original EasyAnimate (whose weights these are) applies ``attn1.to_out`` to the whole joint sequence.
     We follow the original: the text stream after a single-stream block equals a hand computation."""
-    _, ours, kw = make_pair("t2v")
+    kw = {**BASE, **CASES["t2v"], "num_layers": 4}  # blocks 2 and 3 single-stream; 3 is the last
+    torch.manual_seed(0)
+    ours = EasyAnimateTransformer(TransformerConfig.from_dict(kw)).eval()
     block = ours.transformer_blocks[2]
-    assert block.attn2 is None
+    assert block.attn2 is None and not block.last
     g = torch.Generator().manual_seed(3)
     x, txt = torch.randn(1, 24, 32, generator=g), torch.randn(1, 5, 32, generator=g)
     temb = torch.randn(1, 24, generator=g)
@@ -123,6 +125,28 @@ def test_single_stream_blocks_project_text_like_the_original():
         expected_txt = txt1 + t_gate2 * block.norm3(block.ff(nt2))
     assert torch.allclose(got_x, expected_x, atol=1e-5)
     assert torch.allclose(got_txt, expected_txt, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["t2v", "inp"])  # single-stream and multi-modal last blocks
+def test_last_block_updates_only_the_video_tokens(case):
+    """The last block skips the text stream's output (nothing reads it): its video output equals the same block
+    computing both streams, and the text tokens come back as given."""
+    _, ours, kw = make_pair(case)
+    last = ours.transformer_blocks[-1]
+    assert last.last and not any(b.last for b in ours.transformer_blocks[:-1])
+    g = torch.Generator().manual_seed(5)
+    x, txt = torch.randn(2, 24, 32, generator=g), torch.randn(2, 7, 32, generator=g)
+    temb, rope = torch.randn(2, 24, generator=g), ours.rope(1, 8, 12)
+    with torch.no_grad():
+        got_x, got_txt = last(x, txt, temb, rope)
+        last.last = False
+        try:
+            full_x, full_txt = last(x, txt, temb, rope)
+        finally:
+            last.last = True
+    assert got_txt is txt
+    assert not torch.allclose(full_txt, txt, atol=1e-3)  # the full block would have changed the text
+    assert torch.allclose(got_x, full_x, atol=1e-5) and full_x.abs().max() > 0.1
 
 
 def test_wrong_conditioning_channels_is_a_clear_error():
