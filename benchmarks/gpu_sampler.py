@@ -230,6 +230,13 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     p.add_argument("--isolate", action="store_true", help="each measurement in a fresh process (CPU peak RSS)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure ours and diffusers alternately this many times; the table "
+        "gives the median s/it, the median of the rounds' speed-ups and their range",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.isolate and not args.child:
@@ -245,25 +252,38 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for size in sizes:
         for mode in args.mode or ["none", "model_offload", "fp8", "block_swap"]:
-            res = {}
-            for impl in args.impl or ["ours", "diffusers"]:
-                fn = run_ours if impl == "ours" else run_diffusers
-                try:
-                    res[impl] = fn(sd, kw, mode, size, args, device, dtype)
-                except torch.OutOfMemoryError:
-                    res[impl] = (float("nan"), float("inf"))
-                except Exception:  # one broken configuration must not lose the rest of a long GPU run
-                    traceback.print_exc()
-                    res[impl] = (float("nan"), float("nan"))
-                reset_peak(device)
-                if args.child:
-                    print(json.dumps({"s_it": res[impl][0], "peak": res[impl][1]}))
-                    return
-            o, d = res.get("ours", (float("nan"),) * 2), res.get("diffusers", (float("nan"),) * 2)
-            print(
-                f"| {'x'.join(map(str, size))} | {mode} | {o[0]:.3f} | {d[0]:.3f} | x{d[0] / o[0]:.2f} | {o[1]:.1f} | {d[1]:.1f} |",
-                flush=True,
-            )
+            runs: dict[str, list[tuple[float, float]]] = {}
+            for _ in range(args.rounds):  # ours and diffusers alternate, so slow drifts of a shared box hit both
+                for impl in args.impl or ["ours", "diffusers"]:
+                    fn = run_ours if impl == "ours" else run_diffusers
+                    try:
+                        res = fn(sd, kw, mode, size, args, device, dtype)
+                    except torch.OutOfMemoryError:
+                        res = (float("nan"), float("inf"))
+                    except Exception:  # one broken configuration must not lose the rest of a long GPU run
+                        traceback.print_exc()
+                        res = (float("nan"), float("nan"))
+                    reset_peak(device)
+                    if args.child:
+                        print(json.dumps({"s_it": res[0], "peak": res[1]}))
+                        return
+                    runs.setdefault(impl, []).append(res)
+            print_row(size, mode, runs, "{:.1f}")
+
+
+def print_row(size, mode, runs: dict[str, list[tuple[float, float]]], peak_fmt: str) -> None:
+    """One table row: median s/it per implementation over the rounds, the median of the rounds' speed-ups."""
+    nan = [(float("nan"), float("nan"))]
+    o, d = runs.get("ours", nan), runs.get("diffusers", nan)
+    ratio = statistics.median(b[0] / a[0] for a, b in zip(o, d))
+    spread = f" ({min(b[0] / a[0] for a, b in zip(o, d)):.2f}-{max(b[0] / a[0] for a, b in zip(o, d)):.2f})"
+    o_s, d_s = statistics.median(r[0] for r in o), statistics.median(r[0] for r in d)
+    o_p, d_p = max(r[1] for r in o), max(r[1] for r in d)
+    print(
+        f"| {'x'.join(map(str, size))} | {mode} | {o_s:.3f} | {d_s:.3f} | x{ratio:.2f}{spread if len(o) > 1 else ''} "
+        f"| {peak_fmt.format(o_p)} | {peak_fmt.format(d_p)} |",
+        flush=True,
+    )
 
 
 def run_isolated(args) -> None:
@@ -277,17 +297,14 @@ def run_isolated(args) -> None:
     print("|---|---|---|---|---|---|---|")
     for size in args.size or ["384x672x49"]:
         for mode in args.mode or ["none", "model_offload", "fp8", "block_swap"]:
-            res = {}
-            for impl in ("ours", "diffusers"):
-                cmd = base + ["--size", size, "--mode", mode, "--impl", impl]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                line = json.loads(out.strip().splitlines()[-1])
-                res[impl] = (line["s_it"], line["peak"])
-            o, d = res["ours"], res["diffusers"]
-            print(
-                f"| {size} | {mode} | {o[0]:.3f} | {d[0]:.3f} | x{d[0] / o[0]:.2f} | {o[1]:.2f} | {d[1]:.2f} |",
-                flush=True,
-            )
+            runs: dict[str, list[tuple[float, float]]] = {}
+            for _ in range(args.rounds):
+                for impl in ("ours", "diffusers"):
+                    cmd = base + ["--size", size, "--mode", mode, "--impl", impl]
+                    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                    line = json.loads(out.strip().splitlines()[-1])
+                    runs.setdefault(impl, []).append((line["s_it"], line["peak"]))
+            print_row(tuple(int(v) for v in size.split("x")), mode, runs, "{:.2f}")
 
 
 if __name__ == "__main__":
