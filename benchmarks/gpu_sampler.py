@@ -34,7 +34,8 @@ from easyanimate_core.transformer import EasyAnimateTransformer  # noqa: E402
 
 PRESETS = {
     "12b": dict(num_attention_heads=48, attention_head_dim=64, num_layers=48, mmdit_layers=48, text_embed_dim=3584),
-    "7b": dict(num_attention_heads=32, attention_head_dim=64, num_layers=48, mmdit_layers=48, text_embed_dim=3584),
+    # the published V5.1 7B config: as wide as the 12B, 36 layers, the last 18 single-stream
+    "7b": dict(num_attention_heads=48, attention_head_dim=64, num_layers=36, mmdit_layers=18, text_embed_dim=3584),
     "12b-4": dict(num_attention_heads=48, attention_head_dim=64, num_layers=4, mmdit_layers=4, text_embed_dim=3584),
     "mid": dict(num_attention_heads=24, attention_head_dim=64, num_layers=4, mmdit_layers=4, text_embed_dim=3584),
     "tiny": dict(num_attention_heads=2, attention_head_dim=16, num_layers=2, mmdit_layers=2, text_embed_dim=32),
