@@ -30,6 +30,14 @@ _IGNORED_KEYS = {
     "transformer_type",
 }
 
+# Config keys that only the older EasyAnimate transformers register, whose networks this pack does not build:
+# V4's HunyuanTransformer3DModel (a HunyuanDiT-style model) and V1-V3's Transformer3DModel (PixArt-style, with
+# motion modules).
+_OLDER_VERSIONS = (
+    ("V4", "HunyuanTransformer3DModel", {"hidden_size", "n_query", "cross_attention_dim_t5", "text_len_t5"}),
+    ("V1-V3", "Transformer3DModel", {"motion_module_type", "motion_module_kwargs", "patch_3d", "enable_uvit"}),
+)
+
 CAMERA_CHANNELS = 6  # Plücker ray embedding: (o x d, d) per pixel
 
 
@@ -77,6 +85,7 @@ class TransformerConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TransformerConfig:
         """Build from a config.json dict; unknown keys are logged and ignored."""
+        check_supported_version(raw)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - names - _IGNORED_KEYS)
         if unknown:
@@ -115,6 +124,19 @@ class TransformerConfig:
     def control_channels(self) -> int:
         """Channels of the control input (control or camera latents, plus the ref-image latents)."""
         return self.in_channels - self.out_channels
+
+
+def check_supported_version(raw: dict[str, Any], source: str = "the transformer config") -> None:
+    """Raise a ValueError naming the version when ``raw`` (a transformer config.json) is an older EasyAnimate's."""
+    for version, cls, keys in _OLDER_VERSIONS:
+        found = sorted(keys & set(raw))
+        if found:
+            raise ValueError(
+                f"{source} is an EasyAnimate {version} transformer ({raw.get('_class_name') or cls}: it has "
+                f"{', '.join(found)}); this pack runs the V5.1 and V5 checkpoints (EasyAnimateTransformer3DModel), "
+                "e.g. alibaba-pai/EasyAnimateV5.1-12b-zh-InP or EasyAnimateV5.1-7b-zh: put one of those in "
+                "ComfyUI/models/EasyAnimate/"
+            )
 
 
 def detect_variant(in_channels: int, latent_channels: int, add_ref_latent: bool = False) -> Variant:

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .configs import CAMERA_CHANNELS, TransformerConfig
+from .configs import CAMERA_CHANNELS, TransformerConfig, check_supported_version
 from .keys import is_diffusers_transformer, transformer_to_ours
 from .transformer import EasyAnimateTransformer
 from .vae import MagvitVAE, convert_vae_state_dict
@@ -251,7 +251,8 @@ def load_transformer(
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
             raise ValueError(f"{path} has no config.json; expected a transformer folder (config.json + safetensors)")
-        config = config or read_json(cfg_file)  # before the weights: a broken config fails fast
+        config = config or read_json(cfg_file)  # before the weights: a broken or older-version config fails fast
+        check_supported_version(config, str(cfg_file))
         raw = read_folder_weights(path, report, progress)
     else:
         raw = read_state_dict(path)
@@ -262,7 +263,11 @@ def load_transformer(
     sd = transformer_to_ours(raw)
     del raw
     if "proj.weight" not in sd:
-        raise ValueError(f"{report.files[0]} is not an EasyAnimate transformer (no patch embedding 'proj.weight')")
+        older = " (its 'pos_embed.proj.weight' is how EasyAnimate V1-V4 name it: those versions are not supported)"
+        raise ValueError(
+            f"{report.files[0]} is not an EasyAnimate V5/V5.1 transformer (no patch embedding 'proj.weight')"
+            + (older if "pos_embed.proj.weight" in sd else "")
+        )
     if weight_dtype is None and any(v.dtype == FP8 for v in sd.values()):
         weight_dtype = FP8
     config = config or infer_transformer_config(sd)

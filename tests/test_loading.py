@@ -599,3 +599,40 @@ def test_checkpoint_loading_reports_progress_per_shard_and_stops_on_cancel(tmp_p
 
     with pytest.raises(KeyboardInterrupt):
         load_checkpoint(folder, dtype=FP32, progress=cancel_at_two)
+
+
+@pytest.mark.parametrize(
+    ("version", "extra"),
+    [
+        ("V4", {"_class_name": "HunyuanTransformer3DModel", "hidden_size": 1408, "n_query": 16, "text_len_t5": 256}),
+        ("V1-V3", {"_class_name": "Transformer3DModel", "motion_module_type": "Vanilla", "enable_uvit": True}),
+    ],
+)
+def test_older_easyanimate_versions_are_named_before_the_weights_are_read(
+    checkpoints, tmp_path, monkeypatch, version, extra
+):
+    """A V4 (HunyuanDiT-style) or V1-V3 (motion-module) checkpoint is refused from its config.json alone, saying
+    which version it is and which checkpoints to use, before gigabytes of weights are read."""
+    folder = copy_checkpoint(checkpoints, ("V5.1", "T2V"), "original", tmp_path / "ckpt")
+    cfg_file = folder / "transformer" / "config.json"
+    cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text(encoding="utf-8")), **extra}), encoding="utf-8")
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the weights were read")
+
+    monkeypatch.setattr(loading, "read_folder_weights", no_weights)
+    with pytest.raises(ValueError, match=rf"config.json is an EasyAnimate {version} transformer .*EasyAnimateV5.1"):
+        load_checkpoint(folder)
+    with pytest.raises(ValueError, match=rf"EasyAnimate {version} transformer"):
+        TransformerConfig.from_dict(extra)
+
+
+def test_single_file_of_an_older_version_says_so(tmp_path):
+    path = tmp_path / "easyanimate_v4.safetensors"
+    save_file({"pos_embed.proj.weight": torch.zeros(8, 4, 2, 2), "blocks.0.attn1.to_q.weight": torch.zeros(8, 8)}, path)
+    with pytest.raises(ValueError, match=r"not an EasyAnimate V5/V5.1 transformer .*V1-V4 .*not supported"):
+        load_transformer(path)
+    plain = tmp_path / "other.safetensors"
+    save_file({"x_embedder.weight": torch.zeros(8, 8)}, plain)
+    with pytest.raises(ValueError, match=r"no patch embedding 'proj.weight'\)$"):
+        load_transformer(plain)
