@@ -4,6 +4,8 @@ Both models get identical random weights (diffusers layout converted to ours), a
 one process, and their peak RSS for one forward is measured in fresh child processes.
 
     python benchmarks/transformer_step.py --dtype fp32 --dtype bf16
+    python benchmarks/transformer_step.py --latent 3 24 40 --full-last-block    # + ours with the text stream's
+                                                                                # output computed in the last block
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ def make_inputs(args, dtype):
 def run(impl: str, model, x, t, txt, rope=None):
     if impl == "diffusers":
         return model(x, t.to(x.dtype), encoder_hidden_states=txt, return_dict=False)[0]
+    if impl == "ours_full":  # ablation: the last block also computes the text stream's (unused) output
+        last = model.transformer_blocks[-1]
+        last.last = False
+        try:
+            return model(x, t, txt, rope=rope)
+        finally:
+            last.last = True
     return model(x, t, txt, rope=rope)
 
 
@@ -93,6 +102,9 @@ def main() -> None:
     p.add_argument("--text-dim", type=int, default=3584)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument(
+        "--full-last-block", action="store_true", help="also time ours with a last block that updates the text too"
+    )
     p.add_argument("--child", choices=["ours", "diffusers"])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -123,19 +135,31 @@ def main() -> None:
                 .abs()
                 .max()
             )
+            timed = list(models.items()) + ([("ours_full", models["ours"])] if args.full_last_block else [])
+            for impl, _ in timed:
+                times.setdefault(impl, [])
             for _ in range(args.repeats):
-                for impl, model in models.items():
+                for impl, model in timed:
                     start = time.perf_counter()
                     run(impl, model, x, t, txt, rope)
                     times[impl].append(time.perf_counter() - start)
         del models
         med = {impl: statistics.median(v) for impl, v in times.items()}
+
+        def ratio(impl: str, times=times) -> float:  # median of per-round ratios: robust to a shared box's drifts
+            return statistics.median(a / b for a, b in zip(times[impl], times["ours"]))
+
         peaks = {impl: child_peak(impl, args, name) for impl in ("ours", "diffusers")}
         print(
             f"{name}: ours {med['ours']:.3f} s/step, diffusers {med['diffusers']:.3f} s/step, "
-            f"speed-up x{med['diffusers'] / med['ours']:.2f}; peak RSS ours {peaks['ours']:.0f} MiB, "
+            f"speed-up x{ratio('diffusers'):.2f}; peak RSS ours {peaks['ours']:.0f} MiB, "
             f"diffusers {peaks['diffusers']:.0f} MiB; max |diff| {diff.item():.2e}"
         )
+        if args.full_last_block:
+            print(
+                f"{name}: ours with a full last block {med['ours_full']:.3f} s/step "
+                f"(skipping the text output is x{ratio('ours_full'):.2f} faster)"
+            )
 
 
 if __name__ == "__main__":
