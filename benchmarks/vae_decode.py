@@ -127,10 +127,12 @@ def main() -> None:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         peaks[impl] = json.loads(out.strip().splitlines()[-1])["peak_gib"]
     med = {impl: statistics.median(v) for impl, v in times.items()}
+    # the median of the per-round ratios: robust to the slow drifts of a shared machine
+    ratio = statistics.median(d / o for o, d in zip(times["ours"], times["diffusers"]))
     unit = "VRAM" if device.type == "cuda" else "RSS"
     print(f"# full-size MagViT VAE decode, {args.size}, {args.dtype}, {args.device}{', tiled' if args.tile else ''}")
     print(
-        f"ours {med['ours']:.2f} s, diffusers {med['diffusers']:.2f} s (x{med['diffusers'] / med['ours']:.2f}); "
+        f"ours {med['ours']:.2f} s, diffusers {med['diffusers']:.2f} s (x{ratio:.2f}, median of {args.repeats} rounds); "
         f"peak {unit} ours {peaks['ours']:.2f} GiB, diffusers {peaks['diffusers']:.2f} GiB; max |diff| {diff:.2e}"
     )
 
