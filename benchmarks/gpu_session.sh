@@ -9,9 +9,9 @@
 #   bash benchmarks/gpu_session.sh 4   # build FlashAttention 3 from .fa3/ (the longest build)
 #   bash benchmarks/gpu_session.sh 5   # FlashAttention 3's kernel, then the sampler as in 3 with --attention flash3
 #
-# Phases 3-5 need the gitignored source folders .sage/ and .fa3/ (fetched sources plus a build.sh; see
-# RESULTS.md) and the ninja/setuptools/packaging wheels in .whl/: carry [".whl", ".sage"] for 3, [".whl", ".fa3"]
-# for 4 and only [".whl"] for 5 (a carried folder replaces the device's copy, and the build of 4 must stay). A
+# Phases 3-5 need the gitignored source folders .sage/ and .fa3/ (fetched sources, a build.sh and the build's
+# ninja/setuptools/packaging wheels; see RESULTS.md): carry [".whl", ".sage"] for 3, [".whl", ".fa3"] for 4 and
+# only [".whl"] for 5 (a carried folder replaces the device's copy, and the build of 4 must stay). A
 # built module survives between calls only while the device stays warm (it idles out after about 30 s): start 5
 # right after 4; the build logs and modules are also copied to $OUT.
 #
@@ -22,7 +22,7 @@ set -u
 phase=${1:?usage: gpu_session.sh 1|2|3|4|5}
 out=${OUT:-/tmp/gpu_session}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PATH=/tmp/site/bin:$PATH
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 sage=$(pwd)/.sage/build fa3=$(pwd)/.fa3/hopper
 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep the whole log, show its end
