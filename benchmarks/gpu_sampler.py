@@ -276,8 +276,8 @@ def print_row(size, mode, runs: dict[str, list[tuple[float, float]]], peak_fmt: 
     """One table row: median s/it per implementation over the rounds, the median of the rounds' speed-ups."""
     nan = [(float("nan"), float("nan"))]
     o, d = runs.get("ours", nan), runs.get("diffusers", nan)
-    ratio = statistics.median(b[0] / a[0] for a, b in zip(o, d))
-    spread = f" ({min(b[0] / a[0] for a, b in zip(o, d)):.2f}-{max(b[0] / a[0] for a, b in zip(o, d)):.2f})"
+    ratios = [b[0] / a[0] for a, b in zip(o, d)]
+    ratio, spread = statistics.median(ratios), f" ({min(ratios):.2f}-{max(ratios):.2f})"
     o_s, d_s = statistics.median(r[0] for r in o), statistics.median(r[0] for r in d)
     o_p, d_p = max(r[1] for r in o), max(r[1] for r in d)
     print(

@@ -125,7 +125,6 @@ def main() -> None:
         models = {impl: build(impl, args, dtype) for impl in ("ours", "diffusers")}
         x, t, txt = make_inputs(args, dtype)
         rope = models["ours"].rope(*args.latent)
-        times = {impl: [] for impl in models}
         with torch.inference_mode():
             diff = (
                 (
@@ -136,8 +135,7 @@ def main() -> None:
                 .max()
             )
             timed = list(models.items()) + ([("ours_full", models["ours"])] if args.full_last_block else [])
-            for impl, _ in timed:
-                times.setdefault(impl, [])
+            times = {impl: [] for impl, _ in timed}
             for _ in range(args.repeats):
                 for impl, model in timed:
                     start = time.perf_counter()
@@ -145,20 +143,18 @@ def main() -> None:
                     times[impl].append(time.perf_counter() - start)
         del models
         med = {impl: statistics.median(v) for impl, v in times.items()}
-
-        def ratio(impl: str, times=times) -> float:  # median of per-round ratios: robust to a shared box's drifts
-            return statistics.median(a / b for a, b in zip(times[impl], times["ours"]))
-
+        # speed-ups are medians of per-round ratios: robust to the slow drifts of a shared machine
+        ratio = {impl: statistics.median(a / b for a, b in zip(v, times["ours"])) for impl, v in times.items()}
         peaks = {impl: child_peak(impl, args, name) for impl in ("ours", "diffusers")}
         print(
             f"{name}: ours {med['ours']:.3f} s/step, diffusers {med['diffusers']:.3f} s/step, "
-            f"speed-up x{ratio('diffusers'):.2f}; peak RSS ours {peaks['ours']:.0f} MiB, "
+            f"speed-up x{ratio['diffusers']:.2f}; peak RSS ours {peaks['ours']:.0f} MiB, "
             f"diffusers {peaks['diffusers']:.0f} MiB; max |diff| {diff.item():.2e}"
         )
         if args.full_last_block:
             print(
                 f"{name}: ours with a full last block {med['ours_full']:.3f} s/step "
-                f"(skipping the text output is x{ratio('ours_full'):.2f} faster)"
+                f"(skipping the text output is x{ratio['ours_full']:.2f} faster)"
             )
 
 
