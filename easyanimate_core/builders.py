@@ -10,7 +10,7 @@ import torch
 
 from . import conditioning as C
 from .configs import TransformerConfig, Variant
-from .frames import check_mask_aspect, fit_image, fit_mask, frames_to_video, on_latent_grid
+from .frames import check_mask_aspect, fit_image, fit_mask, frames_to_video, on_latent_grid, rgb_frames
 from .handles import VAEHandle
 from .memory import on_device
 from .sampling import Conditioning, initial_noise
@@ -76,6 +76,14 @@ def sampler_conditioning(
     )
 
 
+def require_inp(cfg: TransformerConfig, feature: str) -> None:
+    if cfg.variant != Variant.INP:
+        raise ValueError(
+            f"{feature} needs an EasyAnimate InP checkpoint (e.g. EasyAnimateV5.1-12b-zh-InP); "
+            f"this one is {cfg.variant.value}"
+        )
+
+
 def image_to_video_conditioning(
     vh: VAEHandle,
     cfg: TransformerConfig,
@@ -93,24 +101,25 @@ def image_to_video_conditioning(
     progress: Progress | None = None,
 ) -> Conditioning:
     """Start and/or end image [3, H, W] 0..1 (any size: scaled to cover, centre-cropped) -> the InP
-    conditioning of a ``frames`` x ``height`` x ``width`` video. ``progress(done, total)`` follows the VAE
-    encode (the nodes' progress bar, which also raises on Cancel).
+    conditioning of a ``frames`` x ``height`` x ``width`` video. ``start`` may also be K frames [3, K, H, W]
+    that the video begins with (continuing a clip: see ``continuation_conditioning``). ``progress(done,
+    total)`` follows the VAE encode (the nodes' progress bar, which also raises on Cancel).
 
     The noise augmentation of the kept frames draws from a CPU generator seeded with ``seed`` after the
     draw of the initial noise, as in the EasyAnimate pipelines: with the sampler's seed, the run equals
     ``pipeline.generate``'s."""
-    if cfg.variant != Variant.INP:
-        raise ValueError(
-            f"image-to-video needs an EasyAnimate InP checkpoint (e.g. EasyAnimateV5.1-12b-zh-InP); "
-            f"this one is {cfg.variant.value}"
-        )
+    require_inp(cfg, "image-to-video")
     shape = latent_shape_for(cfg, width, height, frames)
     if frames == 1 and start is not None and end is not None:  # both would be kept on the one frame
         raise ValueError(
             "frames=1 has room for one image: connect only start_image or end_image, or set frames to 5 or more"
         )
     _, generator = initial_noise(shape, seed)  # continue the stream after the sampler's initial noise
-    first = fit_image(start, width, height)[None] if start is not None else None  # [1, 3, H, W] -1..1
+    first = None
+    if start is not None and start.ndim == 4:  # K frames [3, K, H, W] -> [1, 3, K, H, W] -1..1
+        first = fit_image(start.transpose(0, 1), width, height).transpose(0, 1)[None]
+    elif start is not None:
+        first = fit_image(start, width, height)[None]  # [1, 3, H, W] -1..1
     last = fit_image(end, width, height)[None] if end is not None else None
     video, mask = C.image_to_video(first, last, frames)  # [1, 3, T, H, W], [1, 1, T, H, W]
     with on_device(vh.vae, device, offload, vh.memory):
@@ -126,6 +135,38 @@ def image_to_video_conditioning(
             progress=progress,
         )
     return Conditioning(inpaint=inpaint.float().cpu())
+
+
+def continuation_conditioning(
+    vh: VAEHandle,
+    cfg: TransformerConfig,
+    clip: torch.Tensor,
+    overlap: int,
+    end: torch.Tensor | None,
+    width: int,
+    height: int,
+    frames: int,
+    **kw,
+) -> Conditioning:
+    """InP conditioning of a video that continues ``clip`` (IMAGE frames [N, H, W, C] 0..1): it begins with the
+    clip's last ``overlap`` frames, kept, and the rest is generated (optionally ending on ``end`` [3, H, W]).
+    This is the official long-video loop's step (``partial_video_length`` / ``overlap_video_length`` in
+    EasyAnimate's predict_i2v.py); join the clips with ``frames.join_clips``. ``kw`` as image_to_video_conditioning.
+    """
+    require_inp(cfg, "continuing a video")
+    if overlap < 1:
+        raise ValueError(f"overlap must be at least 1 frame, got {overlap}")
+    clip = rgb_frames(clip, "video to continue")
+    count = clip.shape[0]
+    if count < overlap:
+        raise ValueError(f"the video to continue has {count} frames, fewer than overlap={overlap}; lower overlap")
+    if overlap + (end is not None) >= frames:
+        raise ValueError(
+            f"overlap={overlap}{' plus the end image' if end is not None else ''} leaves none of the {frames} frames "
+            f"to generate: raise frames to {4 * -(-(overlap + (end is not None)) // 4) + 1} or more, or lower overlap"
+        )
+    tail = clip[count - overlap :].permute(3, 0, 1, 2)  # [3, K, H, W]
+    return image_to_video_conditioning(vh, cfg, tail, end, width, height, frames, **kw)
 
 
 # --- video-to-video with a mask, control video, camera path (the control nodes) --------------------

@@ -76,18 +76,30 @@ def image_to_video(
     """Start/end images [B, 3, H, W] -> (video [B, 3, T, H, W], mask [B, 1, T, H, W]).
 
     The start image fills every frame (as the official pipeline does) and is kept on frame 0; the end
-    image replaces and is kept on the last frame. Either may be None.
+    image replaces and is kept on the last frame. Either may be None. ``start`` may also be K frames
+    [B, 3, K, H, W] (continuing a clip, as the official long-video loop does): they are kept on the first K
+    frames and the first of them fills the rest.
     """
     ref = start if start is not None else end
     if ref is None:
         raise ValueError("image-to-video needs a start image, an end image, or both")
-    b, _, h, w = ref.shape
-    video = ref[:, :, None].expand(b, 3, frames, h, w).clone()
-    mask = torch.ones(b, 1, frames, h, w, dtype=ref.dtype, device=ref.device)
+    if start is not None and start.ndim == 4:
+        start = start[:, :, None]  # one image = one kept frame
+    kept = 0 if start is None else start.shape[2]
+    if kept + (end is not None) > frames:
+        raise ValueError(
+            f"{kept} start frame(s){' and an end image' if end is not None else ''} do not fit in {frames} frames: "
+            "generate more frames or keep fewer"
+        )
+    first = start[:, :, 0] if start is not None else end
+    b, _, h, w = first.shape
+    video = first[:, :, None].expand(b, 3, frames, h, w).clone()
+    mask = torch.ones(b, 1, frames, h, w, dtype=first.dtype, device=first.device)
     if start is not None:
-        mask[:, :, 0] = 0
+        video[:, :, :kept] = start
+        mask[:, :, :kept] = 0
     if end is not None:
-        if end.shape != ref.shape:
+        if end.shape != first.shape:
             raise ValueError(f"end image is {tuple(end.shape[-2:])} but start image is {(h, w)}; resize both alike")
         video[:, :, -1] = end
         mask[:, :, -1] = 0

@@ -61,6 +61,27 @@ def frames_to_video(
     return fit_image(x, width, height).transpose(0, 1)[None]  # [T, 3, H, W] -> [1, 3, T, H, W]
 
 
+def join_clips(first: torch.Tensor, second: torch.Tensor, overlap: int) -> torch.Tensor:
+    """Two clips IMAGE [N, H, W, C] 0..1 -> one: ``second`` continues ``first`` from its last ``overlap`` frames
+    (continuation_conditioning), so those frames are cross-faded, the second clip's weight rising from 0 by
+    1/overlap per frame, as EasyAnimate's long-video loop joins its segments. ``first`` is scaled to cover
+    ``second``'s size and centre-cropped when they differ (the fit the continuation applied to its frames)."""
+    first, second = rgb_frames(first, "first clip").float(), rgb_frames(second, "second clip").float()
+    if overlap < 0:
+        raise ValueError(f"overlap must be 0 or more frames, got {overlap}")
+    if overlap > min(first.shape[0], second.shape[0]):
+        raise ValueError(
+            f"overlap={overlap} is longer than a clip ({first.shape[0]} and {second.shape[0]} frames); lower overlap"
+        )
+    h, w = second.shape[1:3]
+    if tuple(first.shape[1:3]) != (h, w):
+        first = (fit_image(first.movedim(-1, 1), w, h).movedim(1, -1) + 1) / 2  # fit_image gives -1..1
+    ratio = (torch.arange(overlap, dtype=torch.float32) / max(overlap, 1)).view(-1, 1, 1, 1)
+    kept = first.shape[0] - overlap
+    blended = first[kept:] * (1 - ratio) + second[:overlap] * ratio
+    return torch.cat([first[:kept], blended, second[overlap:]]).clamp(0, 1)
+
+
 def fit_mask(mask: torch.Tensor, width: int, height: int, frames: int, *, resample: bool = False) -> torch.Tensor:
     """MASK [N, H, W], [H, W] or [N, 1, H, W] (1 = regenerate; one mask for every frame, or one per frame) ->
     binary mask [1, 1, frames, height, width], scaled to cover and centre-cropped like the video."""

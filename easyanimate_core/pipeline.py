@@ -42,7 +42,7 @@ class Request:
     shift: float | None = None
     guidance_rescale: float = 0.0
     denoise: float = 1.0
-    start_image: torch.Tensor | None = None
+    start_image: torch.Tensor | None = None  # or K first frames [3, K, H, W], kept (continuing a clip)
     end_image: torch.Tensor | None = None
     video: torch.Tensor | None = None
     mask: torch.Tensor | None = None  # [H, W] or [T, H, W] (T = 1 or frames) 0..1, 1 = regenerate

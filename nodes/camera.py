@@ -7,7 +7,6 @@ import os
 
 from ..easyanimate_core import camera
 from ..easyanimate_core.builders import camera_conditioning
-from ..easyanimate_core.memory import vae_vram_bytes
 from . import host
 from .types import (
     CAMERA,
@@ -20,6 +19,7 @@ from .types import (
     first_frame,
     resample_input,
     size_inputs,
+    vae_encoding,
 )
 
 NO_POSE_FILE = "(no .txt file in the input folder)"
@@ -271,9 +271,7 @@ class EasyAnimateCameraControl:
             height,
             frames,
             resample=resample,
-            device=host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype),
-            offload=host.offload_device(),
-            progress=host.make_progress_callback(1),  # the ref image's VAE encode; raises on Cancel
+            **vae_encoding(vae, width, height),
         )
         return (VideoConditioning(cond, width, height, frames, model.config.variant.value),)
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from ..easyanimate_core.builders import image_to_video_conditioning, inpaint_video_conditioning
+from ..easyanimate_core.builders import (
+    continuation_conditioning,
+    image_to_video_conditioning,
+    inpaint_video_conditioning,
+)
 from ..easyanimate_core.conditioning import BASE_RESOLUTIONS, bucket_size
-from ..easyanimate_core.memory import vae_vram_bytes
-from . import host
-from .types import CATEGORY, COND, MAX_SEED, MODEL, VAE, VideoConditioning, first_frame, resample_input, size_inputs
+from ..easyanimate_core.frames import join_clips
+from .types import (
+    CATEGORY,
+    COND,
+    MAX_SEED,
+    MODEL,
+    VAE,
+    VideoConditioning,
+    first_frame,
+    resample_input,
+    size_inputs,
+    vae_encoding,
+)
 
 
 def augmentation_inputs() -> dict:
@@ -88,11 +102,97 @@ class EasyAnimateImageToVideo:
             frames,
             noise_aug_strength=noise_aug_strength,
             seed=seed,
-            device=host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype),
-            offload=host.offload_device(),
-            progress=host.make_progress_callback(1),  # the VAE encode's bar; raises on Cancel
+            **vae_encoding(vae, width, height),
         )
         return (VideoConditioning(cond, width, height, frames, model.config.variant.value),)
+
+
+OVERLAP_TOOLTIP = (
+    "How many of the previous clip's last frames the new clip begins with (kept as they are, as the official "
+    "long-video loop does; 4 is its default). More frames carry the motion on more smoothly; each leaves one "
+    "frame less to generate. Set the same value on EasyAnimate Join Clips."
+)
+
+
+class EasyAnimateExtendVideo:
+    DESCRIPTION = (
+        "Continues a video: conditioning for a new clip that begins with the last frames of the given one, so "
+        "the motion carries on (EasyAnimate's long-video loop; InP checkpoints). Sample it, decode it, and join "
+        "the two clips with EasyAnimate Join Clips; chain more of these for longer videos. The frames are scaled "
+        "to cover the video size and centre-cropped."
+    )
+    CATEGORY = f"{CATEGORY}/conditioning"
+    FUNCTION = "encode"
+    RETURN_TYPES = (COND,)
+    RETURN_NAMES = ("conditioning",)
+    OUTPUT_TOOLTIPS = ("Continuation conditioning for EasyAnimate Sampler (same width, height and frames).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "The EasyAnimate InP transformer the conditioning is for."}),
+                "vae": (VAE, {"tooltip": "The EasyAnimate VAE that encodes the frames."}),
+                "video": ("IMAGE", {"tooltip": "The clip to continue (e.g. from EasyAnimate VAE Decode)."}),
+                "overlap": ("INT", {"default": 4, "min": 1, "max": 48, "tooltip": OVERLAP_TOOLTIP}),
+                **size_inputs("new clip"),
+                **augmentation_inputs(),
+            },
+            "optional": {
+                "end_image": ("IMAGE", {"tooltip": "The last frame of the new clip (of a batch, the first image)."}),
+            },
+        }
+
+    def encode(self, model, vae, video, overlap, width, height, frames, noise_aug_strength, seed, end_image=None):
+        cond = continuation_conditioning(
+            vae,
+            model.config,
+            video,
+            overlap,
+            first_frame(end_image, "end_image"),
+            width,
+            height,
+            frames,
+            noise_aug_strength=noise_aug_strength,
+            seed=seed,
+            **vae_encoding(vae, width, height),
+        )
+        return (VideoConditioning(cond, width, height, frames, model.config.variant.value),)
+
+
+class EasyAnimateJoinClips:
+    DESCRIPTION = (
+        "Joins a clip and its continuation (from EasyAnimate Extend Video) into one video: the frames they share "
+        "are cross-faded from the first clip into the second, as EasyAnimate's long-video loop does. The first "
+        "clip is scaled to cover the second's size and centre-cropped when they differ."
+    )
+    CATEGORY = f"{CATEGORY}/conditioning"
+    FUNCTION = "join"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The joined video: first + second - overlap frames.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "first": ("IMAGE", {"tooltip": "The earlier clip (the one Extend Video continued)."}),
+                "second": ("IMAGE", {"tooltip": "Its continuation, decoded."}),
+                "overlap": (
+                    "INT",
+                    {
+                        "default": 4,
+                        "min": 0,
+                        "max": 48,
+                        "tooltip": "The overlap set on EasyAnimate Extend Video: how many frames the clips "
+                        "share (0 = simply one after the other).",
+                    },
+                ),
+            }
+        }
+
+    def join(self, first, second, overlap: int):
+        return (join_clips(first, second, overlap),)
 
 
 class EasyAnimateInpaintVideo:
@@ -149,9 +249,7 @@ class EasyAnimateInpaintVideo:
             resample=resample,
             noise_aug_strength=noise_aug_strength,
             seed=seed,
-            device=host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype),
-            offload=host.offload_device(),
-            progress=host.make_progress_callback(1),  # the VAE encodes' bar; raises on Cancel
+            **vae_encoding(vae, width, height),
         )
         return (VideoConditioning(cond, width, height, frames, model.config.variant.value), {"samples": latents})
 
@@ -193,9 +291,13 @@ NODE_CLASS_MAPPINGS = {
     "EasyAnimateImageToVideo": EasyAnimateImageToVideo,
     "EasyAnimateInpaintVideo": EasyAnimateInpaintVideo,
     "EasyAnimateBucketSize": EasyAnimateBucketSize,
+    "EasyAnimateExtendVideo": EasyAnimateExtendVideo,
+    "EasyAnimateJoinClips": EasyAnimateJoinClips,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "EasyAnimateImageToVideo": "EasyAnimate Image to Video",
     "EasyAnimateInpaintVideo": "EasyAnimate Inpaint Video",
     "EasyAnimateBucketSize": "EasyAnimate Bucket Size",
+    "EasyAnimateExtendVideo": "EasyAnimate Extend Video",
+    "EasyAnimateJoinClips": "EasyAnimate Join Clips",
 }

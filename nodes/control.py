@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from ..easyanimate_core.builders import control_video_conditioning
-from ..easyanimate_core.memory import vae_vram_bytes
 from ..easyanimate_core.preprocess import canny
 from . import host
-from .types import CATEGORY, COND, MODEL, VAE, VideoConditioning, first_frame, resample_input, size_inputs
+from .types import CATEGORY, COND, MODEL, VAE, VideoConditioning, first_frame, resample_input, size_inputs, vae_encoding
 
 
 class EasyAnimateControlVideo:
@@ -59,9 +58,7 @@ class EasyAnimateControlVideo:
             height,
             frames,
             resample=resample,
-            device=host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype),
-            offload=host.offload_device(),
-            progress=host.make_progress_callback(1),  # the VAE encodes' bar; raises on Cancel
+            **vae_encoding(vae, width, height),
         )
         return (VideoConditioning(cond, width, height, frames, model.config.variant.value),)
 

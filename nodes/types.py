@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..easyanimate_core.frames import rgb_frames
-from ..easyanimate_core.memory import MEMORY_MODES
+from ..easyanimate_core.memory import MEMORY_MODES, vae_vram_bytes
 from ..easyanimate_core.sampling import Conditioning
+from . import host
 
 MODEL = "EASYANIMATE_MODEL"  # handles.TransformerHandle
 VAE = "EASYANIMATE_VAE"  # handles.VAEHandle
@@ -139,4 +140,14 @@ def size_inputs(what: str) -> dict:
                 "trained with up to 49 frames (6 s at 8 fps).",
             },
         ),
+    }
+
+
+def vae_encoding(vae, width: int, height: int) -> dict:
+    """Where a conditioning node's VAE encodes run: the GPU with room made for them (other models unloaded as
+    needed), the offload device, and the node's progress bar (which raises on Cancel)."""
+    return {
+        "device": host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype),
+        "offload": host.offload_device(),
+        "progress": host.make_progress_callback(1),
     }

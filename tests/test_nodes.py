@@ -212,6 +212,63 @@ def test_image_to_video_matches_the_engine(env, run):
     assert not torch.allclose(latents_of(run(start_only)), latents_of(result))
 
 
+def extend_prompt(overlap=4, seed=5):
+    """i2v clip "4" -> Extend Video "20" -> Sampler "21" -> Decode "22" -> Join Clips "23" -> preview."""
+    prompt = i2v_prompt(seed=seed)
+    prompt["20"] = {
+        "class_type": "EasyAnimateExtendVideo",
+        "inputs": {"model": ["1", 0], "vae": ["1", 1], "video": ["4", 0], "overlap": overlap, **SIZE,
+                   "noise_aug_strength": 0.0563, "seed": seed + 1},
+    }  # fmt: skip
+    prompt["21"] = {**prompt["3"], "inputs": {**prompt["3"]["inputs"], "seed": seed + 1, "conditioning": ["20", 0]}}
+    prompt["22"] = {**prompt["4"], "inputs": {**prompt["4"]["inputs"], "samples": ["21", 0]}}
+    prompt["23"] = {
+        "class_type": "EasyAnimateJoinClips",
+        "inputs": {"first": ["4", 0], "second": ["22", 0], "overlap": overlap},
+    }
+    prompt["24"] = {"class_type": "PreviewImage", "inputs": {"images": ["23", 0]}}
+    return prompt
+
+
+def test_extend_video_continues_the_clip_as_the_engine_does(env, run):
+    comfy, _ = env
+    result = run(extend_prompt())
+    first, second, joined = (result.results[n][0][0] for n in ("4", "22", "23"))
+    models, _, _ = load_checkpoint(os.path.join(comfy.models_dir, "EasyAnimate", INP), dtype=torch.float32)
+    tail = first[-4:].permute(3, 0, 1, 2)  # the clip's last 4 frames as [3, K, H, W]
+    request = Request(prompt=PROMPT, negative_prompt=NEGATIVE, steps=3, cfg=6.0, seed=6, start_image=tail, **SIZE)
+    assert torch.allclose(latents_of(result, "21"), generate(models, request, output="latents"), atol=1e-5)
+    assert joined.shape == (14, 48, 64, 3)
+    assert torch.equal(joined[:5], first[:5]) and torch.equal(joined[9:], second[4:])
+    assert torch.allclose(joined[6], first[6] * 0.75 + second[1] * 0.25)
+    # overlap 1 is image-to-video from the clip's last frame
+    one = run(extend_prompt(overlap=1))
+    request = Request(**{**request.__dict__, "start_image": one.results["4"][0][0][-1].movedim(-1, 0)})
+    assert torch.allclose(latents_of(one, "21"), generate(models, request, output="latents"), atol=1e-5)
+
+
+def test_extend_video_errors(env):
+    _, pack = env
+    loader = pack.node_class_mappings["EasyAnimateModelLoader"]()
+    model, vae, _ = loader.load(INP, "fp32", "model_offload", 1)
+    node = pack.node_class_mappings["EasyAnimateExtendVideo"]()
+    clip = torch.rand(9, 48, 64, 3)
+    with pytest.raises(
+        ValueError, match="^overlap=5 leaves none of the 5 frames to generate: raise frames to 9 or more"
+    ):
+        node.encode(model, vae, clip, 5, 64, 48, 5, 0.0, 0)
+    assert node.encode(model, vae, clip, 4, 64, 48, 5, 0.0, 0)[0].conditioning.inpaint.shape == (1, 17, 2, 6, 8)
+    with pytest.raises(ValueError, match="^overlap=4 plus the end image leaves none of the 5 frames.* to 9 or more"):
+        node.encode(model, vae, clip, 4, 64, 48, 5, 0.0, 0, end_image=clip[:1])
+    with pytest.raises(ValueError, match="^the video to continue has 2 frames, fewer than overlap=4; lower overlap"):
+        node.encode(model, vae, clip[:2], 4, 64, 48, 9, 0.0, 0)
+    t2v, t2v_vae, _ = loader.load(T2V, "fp32", "model_offload", 1)
+    with pytest.raises(ValueError, match="^continuing a video needs an EasyAnimate InP checkpoint.*this one is T2V"):
+        node.encode(t2v, t2v_vae, clip, 4, 64, 48, 9, 0.0, 0)
+    cond = node.encode(model, vae, clip, 3, 64, 48, 9, 0.0, 0, end_image=clip[:1])[0]
+    assert cond.conditioning.inpaint.shape == (1, 17, 3, 6, 8) and cond.describe() == "64x48, 9 frames"
+
+
 def vae_encode_prompt(width=64, height=48, frames=9, color=0x3366CC):
     return {
         "1": t2v_prompt(INP)["1"],
@@ -578,7 +635,7 @@ OTHER_PACKS_NODE_IDS = {
 def test_node_ids_do_not_clash_with_other_easyanimate_packs(env):
     _, pack = env
     ours = set(pack.node_class_mappings)
-    assert len(ours) == 21 and all(name.startswith("EasyAnimate") for name in ours)
+    assert len(ours) == 23 and all(name.startswith("EasyAnimate") for name in ours)
     assert not ours & OTHER_PACKS_NODE_IDS
 
 

@@ -72,6 +72,56 @@ def test_image_to_video_matches_diffusers_inpaint_pipeline(ckpts, loaded, with_e
     assert (other - ours).abs().max() > 1e-2
 
 
+def test_continuation_matches_diffusers_inpaint_pipeline_with_start_frames(ckpts, loaded):
+    """A video that begins with K given frames (EasyAnimate's long-video loop): diffusers takes them as a list of
+    start images, we as a [3, K, H, W] start."""
+    pipe = EasyAnimateInpaintPipeline.from_pretrained(str(ckpts["inp"]), dtype=torch.float32)
+    pipe.vae.register_to_config(cache_mag_vae=True)
+    tail = torch.rand(3, 4, 48, 64, generator=torch.Generator().manual_seed(1))
+    video, mask = get_image_to_video_latent(list(tail.unbind(1)), None, 9, (48, 64))
+    ref = pipe(
+        prompt=PROMPT, negative_prompt=NEGATIVE, num_frames=9, height=48, width=64, video=video, mask_video=mask,
+        num_inference_steps=4, guidance_scale=6.0, generator=torch.Generator("cpu").manual_seed(7), output_type="pt",
+    )  # fmt: skip
+    req = Request(prompt=PROMPT, negative_prompt=NEGATIVE, steps=4, cfg=6.0, seed=7, start_image=tail, **SIZE)
+    ours = generate(loaded["inp"], req)
+    assert (ours - diffusers_frames(ref)).abs().max().item() <= 1e-3
+    # all K frames condition the result, not only the first (deterministic: the same request gives the same video)
+    later = tail.clone()
+    later[:, 3] = 1 - later[:, 3]
+    assert (generate(loaded["inp"], Request(**{**req.__dict__, "start_image": later})) - ours).abs().max() > 2e-3
+
+
+def test_start_frames_are_kept_and_the_first_fills_the_rest():
+    """image_to_video with K start frames lays the video and mask out as the official get_image_to_video_latent."""
+    from easyanimate_core.conditioning import image_to_video
+
+    start, end = torch.rand(1, 3, 3, 4, 5), torch.rand(1, 3, 4, 5)
+    video, mask = image_to_video(start, end, 9)
+    assert torch.equal(video[:, :, :3], start) and torch.equal(video[:, :, -1], end)
+    assert torch.equal(video[:, :, 3:8], start[:, :, :1].expand(-1, -1, 5, -1, -1))
+    assert mask[0, 0, :, 0, 0].tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 0]
+    with pytest.raises(ValueError, match="^3 start frame\\(s\\) and an end image do not fit in 3 frames"):
+        image_to_video(start, end, 3)
+
+
+def test_join_clips_cross_fades_the_shared_frames():
+    from easyanimate_core.frames import join_clips
+
+    first, second = torch.zeros(6, 4, 8, 3), torch.ones(5, 4, 8, 3)
+    joined = join_clips(first, second, 4)
+    assert joined.shape == (7, 4, 8, 3)  # 6 + 5 - 4
+    assert joined[:, 0, 0, 0].tolist() == [0, 0, 0, 0.25, 0.5, 0.75, 1]  # the official mix ratios i / overlap
+    assert torch.equal(join_clips(first, second, 0), torch.cat([first, second]))
+    # a first clip of another size is fitted to the second's (cover, centre-crop); gray and RGBA work
+    wide = torch.zeros(6, 4, 16, 1)
+    wide[:, :, 4:12] = 1  # the centre half is white: the crop keeps exactly it
+    fitted = join_clips(wide, torch.cat([second, torch.zeros(5, 4, 8, 1)], -1), 2)
+    assert fitted.shape == (9, 4, 8, 3) and torch.allclose(fitted, torch.ones_like(fitted), atol=1e-6)
+    with pytest.raises(ValueError, match="^overlap=6 is longer than a clip \\(6 and 5 frames\\); lower overlap"):
+        join_clips(first, second, 6)
+
+
 @pytest.mark.parametrize("shift", [1.0, 3.0, 7.5])
 @pytest.mark.parametrize("denoise", [1.0, 0.5])
 def test_flow_timesteps_and_sigmas_match_diffusers(shift, denoise):
