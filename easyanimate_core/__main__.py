@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--video", help="input video (file, folder of frames, or .npy [T,H,W,3] 0..1)")
     g.add_argument("--denoise", type=float, help="with --video: how much to regenerate, in (0, 1] (default 0.7)")
     g.add_argument("--control-video", help="control video (Control checkpoints), like --video")
+    g.add_argument(
+        "--continue-from",
+        help="a video to continue (InP checkpoints): the new clip begins with its last --overlap frames, and --out "
+        "gets the two joined (a long video; like --video)",
+    )
+    g.add_argument("--overlap", type=int, help="with --continue-from: frames the clips share (default 4, as official)")
     g.add_argument("--out", default="output/easyanimate.mp4", help=".mp4, .webp, .gif or .npy (default: %(default)s)")
     _common(g)
     g.set_defaults(func=cmd_generate)

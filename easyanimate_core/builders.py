@@ -137,6 +137,20 @@ def image_to_video_conditioning(
     return Conditioning(inpaint=inpaint.float().cpu())
 
 
+def check_continuation(count: int, overlap: int, frames: int, has_end: bool) -> None:
+    """Raise ValueError unless a ``count``-frame clip can be continued by a ``frames``-frame one that keeps
+    ``overlap`` of its frames (and an end image when ``has_end``) and generates at least one frame."""
+    if overlap < 1:
+        raise ValueError(f"overlap must be at least 1 frame, got {overlap}")
+    if count < overlap:
+        raise ValueError(f"the video to continue has {count} frames, fewer than overlap={overlap}; lower overlap")
+    if overlap + has_end >= frames:
+        raise ValueError(
+            f"overlap={overlap}{' plus the end image' if has_end else ''} leaves none of the {frames} frames "
+            f"to generate: raise frames to {4 * -(-(overlap + has_end) // 4) + 1} or more, or lower overlap"
+        )
+
+
 def continuation_conditioning(
     vh: VAEHandle,
     cfg: TransformerConfig,
@@ -154,17 +168,9 @@ def continuation_conditioning(
     EasyAnimate's predict_i2v.py); join the clips with ``frames.join_clips``. ``kw`` as image_to_video_conditioning.
     """
     require_inp(cfg, "continuing a video")
-    if overlap < 1:
-        raise ValueError(f"overlap must be at least 1 frame, got {overlap}")
     clip = rgb_frames(clip, "video to continue")
     count = clip.shape[0]
-    if count < overlap:
-        raise ValueError(f"the video to continue has {count} frames, fewer than overlap={overlap}; lower overlap")
-    if overlap + (end is not None) >= frames:
-        raise ValueError(
-            f"overlap={overlap}{' plus the end image' if end is not None else ''} leaves none of the {frames} frames "
-            f"to generate: raise frames to {4 * -(-(overlap + (end is not None)) // 4) + 1} or more, or lower overlap"
-        )
+    check_continuation(count, overlap, frames, end is not None)
     tail = clip[count - overlap :].permute(3, 0, 1, 2)  # [3, K, H, W]
     return image_to_video_conditioning(vh, cfg, tail, end, width, height, frames, **kw)
 

@@ -17,8 +17,10 @@ from pathlib import Path
 import torch
 
 from . import media
+from .builders import check_continuation
 from .checkpoint import check_compatible, load_checkpoint
 from .conditioning import check_size
+from .frames import join_clips
 from .memory import MemoryPolicy
 from .pipeline import NO_OFFLOAD, Models, Request, decode, generate
 from .runner import check_speed_options
@@ -161,8 +163,27 @@ def render(
 # --- generate ---------------------------------------------------------------------------------------------
 
 
-def request_from_args(args: argparse.Namespace, device: str) -> Request:
-    """Validate sizes and read the input files (before any model is loaded: fast failure)."""
+def continued_clip(args: argparse.Namespace) -> torch.Tensor | None:
+    """``--continue-from``'s video [3, T, H, W] 0..1 (None without it), checked against --overlap and --frames."""
+    if args.overlap is not None and not args.continue_from:
+        raise ValueError("--overlap applies to --continue-from")
+    if not args.continue_from:
+        return None
+    if args.start_image or args.video:
+        raise ValueError("--continue-from begins the video with the clip's last frames: drop --start-image / --video")
+    check_size(args.width, args.height, args.frames)
+    clip = media.read_video(args.continue_from)
+    check_continuation(clip.shape[1], overlap_of(args), args.frames, bool(args.end_image))
+    return clip
+
+
+def overlap_of(args: argparse.Namespace) -> int:
+    return 4 if args.overlap is None else args.overlap  # EasyAnimate's overlap_video_length
+
+
+def request_from_args(args: argparse.Namespace, device: str, clip: torch.Tensor | None = None) -> Request:
+    """Validate sizes and read the input files (before any model is loaded: fast failure). ``clip``: the video
+    to continue (continued_clip), whose last frames start the new one."""
     check_size(args.width, args.height, args.frames)
     media.check_output(args.out)
     if args.denoise is not None and not 0 < args.denoise <= 1:
@@ -188,7 +209,11 @@ def request_from_args(args: argparse.Namespace, device: str) -> Request:
         scheduler=args.scheduler or "Flow",
         shift=args.shift,
         denoise=(args.denoise or 0.7) if args.video else 1.0,
-        start_image=on_device(media.read_image(args.start_image) if args.start_image else None),
+        start_image=on_device(
+            media.read_image(args.start_image)
+            if args.start_image
+            else (clip[:, clip.shape[1] - overlap_of(args) :] if clip is not None else None)
+        ),
         end_image=on_device(media.read_image(args.end_image) if args.end_image else None),
         video=on_device(read(args.video, args.frames) if args.video else None),
         control_video=on_device(read(args.control_video, args.frames) if args.control_video else None),
@@ -205,7 +230,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--resident-blocks applies to --memory-mode block_swap, not {args.memory_mode}")
     device = pick_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    req = request_from_args(args, device)
+    clip = continued_clip(args)
+    req = request_from_args(args, device, clip)
     memory = MemoryPolicy(args.memory_mode, resident_blocks=args.resident_blocks)
     speed = dict(attention=args.attention, compile=args.compile, teacache=args.teacache, fp8_matmul=args.fp8_matmul)
     check_speed_options(memory, **speed)  # before loading anything
@@ -213,6 +239,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.scheduler is None and models.transformer.config.version == "V5":
         req = replace(req, scheduler="DDIM")  # V5 is a DDPM-family model; Flow is V5.1's
     frames = render(models, req, device=device, dtype=dtype, quiet=args.quiet, memory=memory, speed=speed)
+    if clip is not None:  # the continued clip, then the new one: one long video
+        frames = join_clips(clip.permute(1, 2, 3, 0), frames, overlap_of(args))
     print(media.write_video(frames, args.out))
     return 0
 

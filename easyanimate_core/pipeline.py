@@ -91,7 +91,9 @@ def build_conditioning(
         raise ValueError("an inpaint mask needs an input video")
     if req.start_image is not None or req.end_image is not None:
         if variant != Variant.INP:
-            raise ValueError(f"start/end images need an InP checkpoint; this one is {variant.value}")
+            raise ValueError(
+                f"start/end images (and continuing a clip) need an InP checkpoint; this one is {variant.value}"
+            )
         if req.video is not None:
             raise ValueError("give either start/end images or an input video, not both")
         if req.denoise < 1.0:

@@ -98,6 +98,35 @@ def test_video_to_video_from_frame_folder(ckpts, api, tmp_path):
     assert np.array_equal(np.load(out), expected)
 
 
+def test_continue_from_writes_the_joined_long_video(ckpts, api, tmp_path, capsys):
+    clip = torch.rand(3, 11, 56, 80, generator=torch.Generator().manual_seed(4))  # another size: fitted
+    np.save(tmp_path / "clip.npy", clip.permute(1, 2, 3, 0).numpy())
+    out = tmp_path / "long.npy"
+    assert gen(ckpts["InP"], out, "--continue-from", str(tmp_path / "clip.npy"), "--overlap", "3") == 0
+    new = generate(api["InP"], Request(**REQUEST, start_image=clip[:, -3:])).numpy()  # begins with its last 3
+    long = np.load(out)
+    assert long.shape == (11 + 9 - 3, 48, 64, 3)
+    assert np.array_equal(long[11:], new[3:])  # after the cross-faded frames, the new clip
+    assert np.allclose(long[9], media_fit(clip[:, 9]) * 2 / 3 + new[1] / 3, atol=1e-6)  # weights 1 - 1/3, 1/3
+    assert np.allclose(long[0], media_fit(clip[:, 0]), atol=1e-6)
+    for extra, message in [
+        (["--overlap", "2"], "--overlap applies to --continue-from"),
+        (["--continue-from", str(tmp_path / "clip.npy"), "--overlap", "9"], "overlap=9 leaves none of the 9 frames"),
+        (["--continue-from", str(tmp_path / "clip.npy"), "--video", "x.mp4"], "drop --start-image / --video"),
+    ]:
+        assert gen(ckpts["InP"], tmp_path / "bad.npy", *extra) != 0
+        assert message in one_line_error(capsys)
+    assert gen(ckpts["T2V"], tmp_path / "bad.npy", "--continue-from", str(tmp_path / "clip.npy")) != 0
+    assert "(and continuing a clip) need an InP checkpoint; this one is T2V" in one_line_error(capsys)
+
+
+def media_fit(frame: torch.Tensor) -> np.ndarray:
+    """A [3, H, W] 0..1 frame fitted to the 64x48 generation size, as IMAGE [H, W, 3] 0..1."""
+    from easyanimate_core.frames import fit_image
+
+    return ((fit_image(frame, 64, 48) + 1) / 2).permute(1, 2, 0).numpy()
+
+
 def test_single_file_route_equals_folder(ckpts, tmp_path, capsys):
     folder = ckpts["T2V"]
     config = json.loads((folder / "transformer" / "config.json").read_text())

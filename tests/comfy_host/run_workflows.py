@@ -33,6 +33,7 @@ DEMO_OVERRIDES = {
     "EasyAnimateVideoSampler": {"width": 64, "height": 48, "frames": 9, "steps": 4},
     "EasyAnimateImageToVideo": {"width": 64, "height": 48, "frames": 9},
     "EasyAnimateInpaintVideo": {"width": 64, "height": 48, "frames": 9},
+    "EasyAnimateExtendVideo": {"width": 64, "height": 48, "frames": 9},
     "EasyAnimateControlVideo": {"width": 64, "height": 48, "frames": 9},
     "EasyAnimateCameraControl": {"width": 64, "height": 48, "frames": 9},
     "EasyAnimateTrajectory": {"width": 64, "height": 48, "frames": 9, "resample": True},
