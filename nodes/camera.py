@@ -218,10 +218,13 @@ class EasyAnimateLoadCameraPose:
 
     @classmethod
     def IS_CHANGED(cls, pose_file=None, pose_path="", **_):
-        if pose_file is None or pose_path is None:  # ComfyUI passes None for inputs wired to another node
-            return float("nan")
+        # ComfyUI leaves out inputs wired to another node (None here); then the text depends on that node's
+        # output, whose own signature decides whether this node runs again (NaN would re-run the sampler on every
+        # queue). A file edited in place under a wired name is not seen: re-queue with the node cache cleared.
+        if pose_path is None or (pose_file is None and not pose_path.strip()):
+            return "wired"
         try:
-            text = _read_pose_text(pose_file, pose_path)
+            text = _read_pose_text(pose_file or "", pose_path)
         except (OSError, ValueError):
             return float("nan")  # never equal: the run reports the problem
         return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()

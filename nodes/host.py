@@ -57,7 +57,7 @@ class EasyAnimateInterrupted(InterruptedError):
 
 
 # The exception `throw_if_interrupted` raises; ComfyUI's executor treats its own as a clean cancel.
-INTERRUPT_EXCEPTION: type[Exception] = _mm.InterruptProcessingException if _mm else EasyAnimateInterrupted
+INTERRUPT_EXCEPTION: type[BaseException] = _mm.InterruptProcessingException if _mm else EasyAnimateInterrupted
 
 
 # --- devices and memory ---------------------------------------------------------------------------
@@ -150,7 +150,8 @@ class _PlainProgressBar:
 
 def progress_bar(total: int):
     """An object with `update_absolute(value, total=None, preview=None)` and `update(value)`; inside
-    ComfyUI it is `comfy.utils.ProgressBar`, whose hook also raises on a pending interrupt."""
+    ComfyUI it is `comfy.utils.ProgressBar`, whose hook also raises on a pending interrupt (but ComfyUI throttles
+    the hook: make_progress_callback checks for a Cancel on every update itself)."""
     return _comfy_utils.ProgressBar(total) if _comfy_utils is not None else _PlainProgressBar(total)
 
 
@@ -209,6 +210,7 @@ def make_progress_callback(total: int, latent_format_or_decoder: Any = None) -> 
     decode = _as_decoder(latent_format_or_decoder) if _previews_enabled() else None
 
     def progress(step: int, total_steps: int | None = None, latents: torch.Tensor | None = None) -> None:
+        throw_if_interrupted()  # ComfyUI's bar checks only in its hook, which it throttles (0.1 s, 0.5 %)
         preview = None
         if decode is not None and latents is not None:
             with torch.inference_mode():

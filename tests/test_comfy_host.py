@@ -245,6 +245,20 @@ def test_cache_between_prompts(pack):
     assert sorted(changed.executed) == ["4", "5", "6"]
 
 
+def test_is_changed_nan_runs_the_node_and_its_descendants_again(pack, monkeypatch):
+    """ComfyUI's idiom for "always run": IS_CHANGED returning NaN (never equal to itself); any other value caches."""
+    import nodes
+
+    source = nodes.NODE_CLASS_MAPPINGS["DummySource"]
+    executor = PromptExecutor()
+    monkeypatch.setattr(source, "IS_CHANGED", classmethod(lambda cls, **_: float("nan")), raising=False)
+    executor.execute(GRAPH)
+    assert sorted(executor.execute(GRAPH).executed) == ["1", "2", "3"]
+    monkeypatch.setattr(source, "IS_CHANGED", classmethod(lambda cls, **_: "same"))
+    executor.execute(GRAPH)
+    assert executor.execute(GRAPH).executed == []
+
+
 def test_node_errors_carry_node_and_class(pack):
     prompt = _show({"1": {"class_type": "DummyFail", "inputs": {"message": "bad"}}}, "1")
     with pytest.raises(NodeExecutionError) as info:
@@ -401,6 +415,39 @@ def test_host_inside_comfyui(comfy, tmp_path):
     classes["HostProgress"] = _host_progress_node(host, factors, stop_at=2)
     with pytest.raises(comfy.model_management.InterruptProcessingException):
         execute_prompt({"1": {"class_type": "HostProgress", "inputs": {}}}, classes)
+
+
+def test_cancel_lands_on_a_throttled_progress_update(comfy, monkeypatch):
+    """ComfyUI throttles its ProgressBar hook (the only place it checks for Cancel): without previews a fast loop
+    sends only its first and last update. The pack's progress callback checks for Cancel itself on every update."""
+    monkeypatch.setattr(comfy.modules["comfy.utils"], "PROGRESS_THROTTLE_MIN_INTERVAL", 1e9)  # all throttled
+    comfy.modules["comfy.cli_args"].args.preview_method = comfy.modules["comfy.cli_args"].LatentPreviewMethod.NoPreviews
+    host = _load_host()
+    seen = []
+
+    class Loop:
+        RETURN_TYPES, OUTPUT_NODE, FUNCTION = ("STRING",), True, "run"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"stop_at": ("INT", {"default": 0})}}
+
+        def run(self, stop_at):
+            progress = host.make_progress_callback(20)
+            for step in range(1, 21):
+                if step == stop_at:
+                    host.request_interrupt()
+                progress(step, 20)
+                seen.append(step)
+            return {"ui": {"text": ["ok"]}, "result": ("ok",)}
+
+    classes = {**comfy.nodes.NODE_CLASS_MAPPINGS, "Loop": Loop}
+    result = execute_prompt({"1": {"class_type": "Loop", "inputs": {"stop_at": 0}}}, classes)
+    assert [p["value"] for p in result.events("progress")] == [1, 20]  # what ComfyUI sends
+    seen.clear()
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        execute_prompt({"1": {"class_type": "Loop", "inputs": {"stop_at": 7}}}, classes)
+    assert seen == list(range(1, 7))  # stopped at the update after the Cancel, not at the last one
 
 
 def test_repository_pack_loads(comfy, tmp_path):

@@ -219,7 +219,7 @@ def test_new_nodes_are_documented(env):
 # --- Canny -----------------------------------------------------------------------------------------
 
 
-def test_canny_matches_kornia_in_chunks_with_progress(env, run):
+def test_canny_matches_kornia_in_chunks_with_progress(env, run, every_progress_event):
     generator = torch.Generator().manual_seed(0)
     frames = torch.rand(20, 40, 56, 3, generator=generator)  # more frames than one chunk (16)
     _, pack = env
@@ -430,7 +430,9 @@ def test_load_camera_pose_file(env):
     same = cls.IS_CHANGED(pose_file=POSE_FILE, frames=49, resample=False)  # ComfyUI passes keywords
     assert same == cls.IS_CHANGED(pose_file="x", frames=49, resample=False, pose_path=text)
     for linked in ({"pose_file": None}, {"pose_file": POSE_FILE, "pose_path": None}):  # wired to other nodes
-        assert math.isnan(cls.IS_CHANGED(frames=None, resample=None, **linked))
+        assert cls.IS_CHANGED(frames=None, resample=None, **linked) == "wired"  # a constant: cached while upstream is
+    assert cls.IS_CHANGED(pose_file=None, pose_path=text) == same  # pose_path wins over a wired pose_file
+    assert math.isnan(cls.IS_CHANGED(pose_file=POSE_FILE, pose_path="missing.txt"))  # unreadable: always re-run
 
 
 def test_camera_errors(env, run):
@@ -639,7 +641,7 @@ def test_inpaint_mask_of_another_aspect_ratio_is_refused(node):
 
 
 @pytest.mark.parametrize("which", ["inpaint", "control", "camera"])
-def test_conditioning_encodes_report_progress_and_stop_on_cancel(env, node, half_mask_node, which):
+def test_conditioning_encodes_report_progress_and_stop_on_cancel(env, node, half_mask_node, which, every_progress_event):
     """The node's VAE encodes fill one progress bar, and Cancel (ComfyUI's interrupt) pressed before or while the
     node encodes stops it with ComfyUI's own exception."""
     comfy, _ = env

@@ -301,7 +301,7 @@ def test_vae_decode_tiles(env, run):
     assert tiled.shape == plain.shape == (1, 64, 96, 3) and not torch.equal(tiled, plain)  # 4 tiles blended
 
 
-def test_progress_bar_and_previews(env, run):
+def test_progress_bar_and_previews(env, run, every_progress_event):
     comfy, _ = env
     result = run(t2v_prompt(seed=3, steps=4))
     steps = [(p["value"], p["max"]) for p in result.events("progress") if p["node"] == "3"]
@@ -350,7 +350,7 @@ def test_memory_modes_give_the_same_video(env, run):
     assert fp8.shape == reference.shape and torch.isfinite(fp8).all()
 
 
-def test_single_part_loaders(env, run):
+def test_single_part_loaders(env, run, every_progress_event):
     prompt = t2v_prompt(seed=9)
     prompt["1"] = {"class_type": "EasyAnimateTransformerLoader", "inputs": {"transformer": "tiny.safetensors", "precision": "fp32", "memory_mode": "none", "resident_blocks": 0}}  # fmt: skip
     prompt["20"] = {"class_type": "EasyAnimateVAELoader", "inputs": {"vae": "tiny_vae.safetensors", "precision": "fp32", "offload": True}}  # fmt: skip
@@ -593,7 +593,7 @@ def test_image_to_video_takes_gray_and_rgba_images(env):
         encode(start_image=torch.rand(0, 56, 80, 3))
 
 
-def test_image_to_video_encode_reports_progress_and_stops_on_cancel(env):
+def test_image_to_video_encode_reports_progress_and_stops_on_cancel(env, every_progress_event):
     comfy, _ = env
     steps = [(p["value"], p["max"]) for p in execute_prompt(i2v_prompt(seed=2)).events("progress") if p["node"] == "8"]
     assert steps and steps[-1][0] == steps[-1][1]  # the VAE encode's bar reaches its total
@@ -648,7 +648,7 @@ def test_conditioning_from_another_model_variant_is_refused(env, run):
     assert "connect the same model to the conditioning node and to the sampler" in message
 
 
-def test_model_loader_shows_progress(env):
+def test_model_loader_shows_progress(env, every_progress_event):
     """Load EasyAnimate Model's bar: the transformer's weight files, the VAE, the text encoder (a fresh session, so
     the loader really runs)."""
     result = execute_prompt(t2v_prompt(seed=3, memory="none"))

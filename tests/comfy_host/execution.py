@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import traceback
 import uuid
@@ -190,9 +191,13 @@ class PromptExecutor:
         if hasattr(class_def, "IS_CHANGED"):
             data, _ = get_input_data(node["inputs"], class_def, node_id)
             try:
-                parts.append(repr(map_node_over_list(class_def, data, "IS_CHANGED")))
+                changed = map_node_over_list(class_def, data, "IS_CHANGED")
             except Exception:
-                parts.append(float("nan"))  # never equal: the node always runs again
+                changed = [float("nan")]
+            # ComfyUI keeps the raw values in the signature: a NaN equals nothing, so the node (and everything
+            # downstream) runs again on every queue; a fresh NaN object stands for it here
+            nan = any(isinstance(v, float) and math.isnan(v) for v in changed)
+            parts.append(float("nan") if nan else repr(changed))
         if getattr(class_def, "NOT_IDEMPOTENT", False):
             parts.append(node_id)
         for name, value in sorted(node["inputs"].items()):

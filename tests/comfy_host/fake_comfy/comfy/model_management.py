@@ -10,7 +10,7 @@ import threading
 import torch
 
 
-class InterruptProcessingException(Exception):
+class InterruptProcessingException(BaseException):  # current ComfyUI (an Exception up to 0.3.64): `except Exception` misses it
     pass
 
 

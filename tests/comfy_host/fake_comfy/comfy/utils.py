@@ -1,5 +1,7 @@
 """Stand-in for `comfy/utils.py`: ProgressBar with its global hook, and `common_upscale`."""
 
+import time
+
 import numpy as np
 import torch
 from PIL import Image
@@ -18,14 +20,23 @@ def set_progress_bar_global_hook(function) -> None:
     PROGRESS_BAR_HOOK = function
 
 
+# ComfyUI throttles the hook (and with it the "progress" messages and its interrupt check): the first and the
+# last update and every update with a preview go out at once, others only 0.1 s and 0.5 % after the last one sent.
+PROGRESS_THROTTLE_MIN_INTERVAL = 0.1
+PROGRESS_THROTTLE_MIN_PERCENT = 0.5
+
+
 class ProgressBar:
-    """Reads the global hook when it is made, as ComfyUI's does; the hook gets (value, total, preview, node_id=)."""
+    """Reads the global hook when it is made, as ComfyUI's does; the hook gets (value, total, preview, node_id=),
+    throttled as ComfyUI's ``update_absolute`` throttles it."""
 
     def __init__(self, total, node_id=None):
         self.total = total
         self.current = 0
         self.hook = PROGRESS_BAR_HOOK
         self.node_id = node_id
+        self._last_update_time = 0.0
+        self._last_sent_value = -1
 
     def update_absolute(self, value, total=None, preview=None):
         if total is not None:
@@ -33,8 +44,19 @@ class ProgressBar:
         if value > self.total:
             value = self.total
         self.current = value
-        if self.hook is not None:
+        if self.hook is None:
+            return
+        now = time.perf_counter()
+        if preview is not None or self._last_sent_value < 0 or value >= self.total:
+            send = True
+        else:
+            percent = (value - max(0, self._last_sent_value)) / self.total * 100 if self.total > 0 else 100
+            elapsed = now - self._last_update_time
+            send = elapsed >= PROGRESS_THROTTLE_MIN_INTERVAL and percent >= PROGRESS_THROTTLE_MIN_PERCENT
+        if send:
             self.hook(self.current, self.total, preview, node_id=self.node_id)
+            self._last_update_time = now
+            self._last_sent_value = value
 
     def update(self, value):
         self.update_absolute(self.current + value)
