@@ -641,7 +641,9 @@ def test_inpaint_mask_of_another_aspect_ratio_is_refused(node):
 
 
 @pytest.mark.parametrize("which", ["inpaint", "control", "camera"])
-def test_conditioning_encodes_report_progress_and_stop_on_cancel(env, node, half_mask_node, which, every_progress_event):
+def test_conditioning_encodes_report_progress_and_stop_on_cancel(
+    env, node, half_mask_node, which, every_progress_event
+):
     """The node's VAE encodes fill one progress bar, and Cancel (ComfyUI's interrupt) pressed before or while the
     node encodes stops it with ComfyUI's own exception."""
     comfy, _ = env

@@ -10,7 +10,9 @@ import threading
 import torch
 
 
-class InterruptProcessingException(BaseException):  # current ComfyUI (an Exception up to 0.3.64): `except Exception` misses it
+class InterruptProcessingException(
+    BaseException
+):  # current ComfyUI (an Exception up to 0.3.64): `except Exception` misses it
     pass
 
 
