@@ -74,9 +74,19 @@ def torch_device() -> torch.device:
     return torch.device("cpu")
 
 
-def offload_device() -> torch.device:
-    """Where idle weights wait (ComfyUI: CPU, or the GPU itself with --gpu-only / --highvram)."""
-    return _mm.unet_offload_device() if _mm is not None else torch.device("cpu")
+OFFLOAD_DEVICES = {  # ComfyUI's choice per kind of model
+    "transformer": "unet_offload_device",  # the GPU itself with --gpu-only or --highvram
+    "text_encoder": "text_encoder_offload_device",  # the GPU itself with --gpu-only
+    "vae": "vae_offload_device",  # the GPU itself with --gpu-only
+}
+
+
+def offload_device(kind: str = "transformer") -> torch.device:
+    """Where idle weights of ``kind`` (transformer, text_encoder, vae) wait: the CPU, unless ComfyUI keeps that
+    kind on the GPU (--gpu-only; --highvram for the transformer only), as its own loaders do."""
+    if _mm is None:
+        return torch.device("cpu")
+    return getattr(_mm, OFFLOAD_DEVICES[kind], _mm.unet_offload_device)()
 
 
 def soft_empty_cache() -> None:
@@ -90,11 +100,13 @@ def soft_empty_cache() -> None:
 def make_room(estimate: Callable[..., int], *args: Any, **kwargs: Any) -> torch.device:
     """Before work on the compute device that needs ``estimate(*args, **kwargs, device=device)`` more bytes there
     (one of easyanimate_core.memory's ``*_vram_bytes``): inside ComfyUI, ask its model manager to unload the
-    models it keeps there (other nodes' checkpoints) until that much is free, as its own loaders do
-    (``free_memory``); our models are not in its list, so this never unloads them. Returns the compute device."""
+    models it keeps there (other nodes' checkpoints) until that much plus ComfyUI's reserve (``--reserve-vram``)
+    is free, as its own loaders do (``load_models_gpu`` -> ``free_memory``; not for the CPU, as there); our models
+    are not in its list, so this never unloads them. Returns the compute device."""
     device = torch_device()
-    if _mm is not None:
-        _mm.free_memory(int(estimate(*args, **kwargs, device=device)), device)
+    if _mm is not None and device.type != "cpu":
+        reserve = _mm.extra_reserved_memory() if hasattr(_mm, "extra_reserved_memory") else 0
+        _mm.free_memory(int(estimate(*args, **kwargs, device=device) + reserve), device)
     return device
 
 

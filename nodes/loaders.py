@@ -38,7 +38,7 @@ def _policies(memory_mode: str, resident_blocks: int) -> tuple[MemoryPolicy, Mem
 
 
 def _vae_handle(vae, dtype, policy: MemoryPolicy) -> VAEHandle:
-    latent_rgb = latent_rgb_for(vae, host.torch_device(), host.offload_device(), policy)
+    latent_rgb = latent_rgb_for(vae, host.torch_device(), host.offload_device("vae"), policy)
     return VAEHandle(vae, dtype, policy, latent_rgb=latent_rgb)
 
 

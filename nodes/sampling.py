@@ -41,6 +41,7 @@ class EasyAnimateVideoSampler:
         "latent from EasyAnimate VAE Encode with denoise below 1 for video to video. Shows latent previews "
         "and can be cancelled between steps."
     )
+    HAS_INTERMEDIATE_OUTPUT = True  # ComfyUI sends its UI again when the node is cached (0.19+)
     CATEGORY = f"{CATEGORY}/sampling"
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)

@@ -66,7 +66,7 @@ class EasyAnimatePromptEncode:
         embeds = self._cache.get(key)
         if embeds is None:
             device = host.make_room(encoder_vram_bytes, text_encoder.encoder.modules())
-            embeds = encode_prompts(text_encoder, prompt, negative_prompt, device, host.offload_device())
+            embeds = encode_prompts(text_encoder, prompt, negative_prompt, device, host.offload_device("text_encoder"))
             self._cache[key] = embeds
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)

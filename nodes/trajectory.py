@@ -42,6 +42,7 @@ class EasyAnimateTrajectory:
         "official trajectory workflow. Feed control_video to EasyAnimate Control Video with the same reference "
         "image as ref_image, on a V5.1 Control checkpoint."
     )
+    HAS_INTERMEDIATE_OUTPUT = True  # ComfyUI sends its UI again when the node is cached (0.19+)
     CATEGORY = f"{CATEGORY}/preprocess"
     FUNCTION = "draw"
     RETURN_TYPES = ("IMAGE", "IMAGE")

@@ -148,6 +148,6 @@ def vae_encoding(vae, width: int, height: int) -> dict:
     needed), the offload device, and the node's progress bar (which raises on Cancel)."""
     return {
         "device": host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype),
-        "offload": host.offload_device(),
+        "offload": host.offload_device("vae"),
         "progress": host.make_progress_callback(1),
     }

@@ -46,7 +46,7 @@ class EasyAnimateVAEDecode:
         scale = vae.vae.config.spatial_compression
         height, width = latents.shape[-2] * scale, latents.shape[-1] * scale
         device = host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype, tile_size if tile else None)
-        frames = vae_decode(vae, latents, device, host.offload_device(), tiling, progress)
+        frames = vae_decode(vae, latents, device, host.offload_device("vae"), tiling, progress)
         return (frames,)
 
 
@@ -92,7 +92,7 @@ class EasyAnimateVAEEncode:
         progress = host.make_progress_callback(1)
         tiling = VAETiling(tile_size) if tile else None
         device = host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype, tile_size if tile else None)
-        latents = vae_encode(vae, video, device, host.offload_device(), tiling, progress)
+        latents = vae_encode(vae, video, device, host.offload_device("vae"), tiling, progress)
         return ({"samples": latents},)
 
 

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 
 import pytest
 import torch
@@ -499,20 +500,29 @@ def test_speed_options_fp8_matmul(env, run):
     assert "load the transformer with memory mode fp8" in str(error_of(run, prompt))
 
 
-def test_nodes_make_room_before_device_work(env):
+def pack_host():
+    """The loaded pack's nodes/host.py module."""
+    suffix = os.path.join(FOLDER, "nodes", "host.py")
+    return next(m for m in list(sys.modules.values()) if (getattr(m, "__file__", None) or "").endswith(suffix))
+
+
+def test_nodes_make_room_before_device_work(env, monkeypatch):
     """Every node that puts a model on the device first asks ComfyUI's model manager to free what it needs
-    (model_management.free_memory), as ComfyUI's own loaders do: the conditioning's VAE encode, text encoding,
-    sampling and decoding, each asking the engine's estimate of what it adds on the device."""
+    (host.make_room -> model_management.free_memory), as ComfyUI's own loaders do: the conditioning's VAE encode,
+    text encoding, sampling and decoding, each asking the engine's estimate of what it adds on the device."""
     from easyanimate_core.memory import param_bytes, sampling_vram_bytes, vae_vram_bytes
 
-    comfy, _ = env
-    calls = comfy.model_management.free_memory_calls
-    calls.clear()
+    host, asked = pack_host(), []
+    make_room = host.make_room
+
+    def recording(estimate, *args, **kwargs):
+        asked.append(estimate(*args, **kwargs, device=host.torch_device()))
+        return make_room(estimate, *args, **kwargs)
+
+    monkeypatch.setattr(host, "make_room", recording)
     result = execute_prompt(i2v_prompt(seed=3))
     model, vae, text_encoder = (output[0] for output in result.results["1"])
-    asked = [n for n, device in calls]
-    cpu = torch.device("cpu")
-    assert all(device == cpu for _, device in calls)  # ComfyUI's compute device (here the CPU)
+    cpu = torch.device("cpu")  # ComfyUI's compute device here
     # in the executor's order: the conditioning's VAE encode, text encoding, sampling, decoding
     assert len(asked) == 4 and asked[1] == 2**30  # the text encoder's weights are all there: its margin only
     # weights already on the compute device add nothing (everything is on the CPU here); elsewhere they count
@@ -521,6 +531,25 @@ def test_nodes_make_room_before_device_work(env):
     everything = sampling_vram_bytes(model.model, model.memory, shape, model.dtype, device=torch.device("meta"))
     assert everything - asked[2] == param_bytes(model.model) > 0
     assert asked[0] == asked[3] == vae_vram_bytes(vae.vae, 48, 64, vae.dtype, device=cpu) > 0  # same size
+
+
+def test_make_room_and_offload_devices_follow_comfyui(env, monkeypatch):
+    comfy, _ = env
+    mm, host = comfy.model_management, pack_host()
+    calls = mm.free_memory_calls
+    calls.clear()
+    assert host.make_room(lambda device: 5000) == torch.device("cpu") and calls == []  # as load_models_gpu: not the CPU
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(mm, "get_torch_device", lambda: gpu)
+    monkeypatch.setattr(mm, "EXTRA_RESERVED_VRAM", 2**30)  # --reserve-vram 1
+    assert host.make_room(lambda device: 5000 if device == gpu else 0) == gpu
+    assert calls == [(5000 + 2**30, gpu)]
+    # idle weights go where ComfyUI puts that kind of model (e.g. with --highvram only the diffusion model stays)
+    monkeypatch.setattr(mm, "unet_offload_device", lambda: gpu)
+    assert host.offload_device() == host.offload_device("transformer") == gpu
+    assert host.offload_device("vae") == host.offload_device("text_encoder") == torch.device("cpu")
+    monkeypatch.setattr(mm, "vae_offload_device", lambda: gpu)
+    assert host.offload_device("vae") == gpu
 
 
 def test_latent_noise_mask_keeps_the_video_where_it_is_zero(env, run):
@@ -646,6 +675,16 @@ def test_conditioning_from_another_model_variant_is_refused(env, run):
     message = str(error_of(run, prompt))
     assert "made for an EasyAnimate InP checkpoint but this model is T2V" in message
     assert "connect the same model to the conditioning node and to the sampler" in message
+
+
+def test_sampler_report_is_shown_again_when_cached(env, run):
+    """HAS_INTERMEDIATE_OUTPUT: on a fully cached run ComfyUI sends the Sampler's UI (its call report) again."""
+    run(t2v_prompt(seed=21))
+    again = run(t2v_prompt(seed=21))
+    assert "3" in again.cached and "3" not in again.executed
+    shown = [e["output"] for e in again.events("executed") if e["node"] == "3"]
+    assert shown == [{"text": ["3 transformer calls, 0 skipped by TeaCache"]}]  # 3 steps, CFG batched
+    assert object_info()["EasyAnimateVideoSampler"]["has_intermediate_output"] is True
 
 
 def test_model_loader_shows_progress(env, every_progress_event):

@@ -270,6 +270,13 @@ class PromptExecutor:
                 results[node_id] = self.outputs[signatures[node_id]]
         ui = {n: self.ui[signatures[n]] for n in prompt if signatures[n] in self.ui}
         if error is None:
+            for node_id in cached:  # emit_cached_output: cached nodes with HAS_INTERMEDIATE_OUTPUT send their UI again
+                class_def = classes[prompt[node_id]["class_type"]]
+                intermediate = getattr(class_def, "HAS_INTERMEDIATE_OUTPUT", False) == True  # noqa: E712
+                output_node = getattr(class_def, "OUTPUT_NODE", False) == True  # noqa: E712 (sent above)
+                if intermediate and not output_node and node_id in ui:
+                    message = {"node": node_id, "display_node": node_id, "prompt_id": prompt_id}
+                    server.send_sync("executed", {**message, "output": ui[node_id]}, server.client_id)
             server.send_sync("execution_success", {"prompt_id": prompt_id}, server.client_id)
         messages = [(event, data) for event, data, _ in server.messages[first_message:]]
         result = RunResult(

@@ -26,6 +26,9 @@ def node_info(node_class: str, obj_class: type, display_names: dict[str, str]) -
     info["category"] = getattr(obj_class, "CATEGORY", "sd")
     # `== True` in ComfyUI: OUTPUT_NODE = 1 counts, OUTPUT_NODE = "yes" does not.
     info["output_node"] = bool(hasattr(obj_class, "OUTPUT_NODE") and obj_class.OUTPUT_NODE == True)  # noqa: E712
+    info["has_intermediate_output"] = bool(
+        hasattr(obj_class, "HAS_INTERMEDIATE_OUTPUT") and obj_class.HAS_INTERMEDIATE_OUTPUT == True  # noqa: E712
+    )
     if hasattr(obj_class, "OUTPUT_TOOLTIPS"):
         info["output_tooltips"] = obj_class.OUTPUT_TOOLTIPS
     if getattr(obj_class, "DEPRECATED", False):
@@ -37,6 +40,8 @@ def node_info(node_class: str, obj_class: type, display_names: dict[str, str]) -
     if hasattr(obj_class, "API_NODE"):
         info["api_node"] = obj_class.API_NODE
     info["search_aliases"] = getattr(obj_class, "SEARCH_ALIASES", [])
+    if hasattr(obj_class, "ESSENTIALS_CATEGORY"):
+        info["essentials_category"] = obj_class.ESSENTIALS_CATEGORY
     return info
 
 

@@ -35,6 +35,14 @@ def unet_offload_device() -> torch.device:
     return torch.device("cpu")
 
 
+def text_encoder_offload_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def vae_offload_device() -> torch.device:
+    return torch.device("cpu")
+
+
 def intermediate_device() -> torch.device:
     return torch.device("cpu")
 
@@ -49,6 +57,13 @@ def cleanup_models_gc() -> None:
 
 def unload_all_models() -> None:
     pass
+
+
+EXTRA_RESERVED_VRAM = 400 * 1024 * 1024  # ComfyUI's default on Linux (--reserve-vram changes it)
+
+
+def extra_reserved_memory() -> int:
+    return EXTRA_RESERVED_VRAM
 
 
 free_memory_calls: list = []  # (memory_required, device) of every free_memory call, for tests to read
