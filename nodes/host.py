@@ -74,6 +74,17 @@ def torch_device() -> torch.device:
     return torch.device("cpu")
 
 
+def precision(choice: str, device: torch.device) -> str:
+    """The loaders' precision: ``auto`` becomes ComfyUI's choice for ``device`` (``should_use_bf16`` /
+    ``should_use_fp16``, which honour --force-fp32, --force-fp16 and the GPU's abilities); without ComfyUI, or for
+    an explicit choice, it is returned as given (handles.pick_dtype then decides ``auto``)."""
+    if choice != "auto" or _mm is None or not hasattr(_mm, "should_use_bf16"):
+        return choice
+    if _mm.should_use_bf16(device):
+        return "bf16"
+    return "fp16" if _mm.should_use_fp16(device) else "fp32"
+
+
 OFFLOAD_DEVICES = {  # ComfyUI's choice per kind of model
     "transformer": "unet_offload_device",  # the GPU itself with --gpu-only or --highvram
     "text_encoder": "text_encoder_offload_device",  # the GPU itself with --gpu-only

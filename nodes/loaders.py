@@ -37,6 +37,12 @@ def _policies(memory_mode: str, resident_blocks: int) -> tuple[MemoryPolicy, Mem
     return policy, MemoryPolicy("model_offload" if policy.offloads else "none")
 
 
+def _dtype(precision: str):
+    """The loaders' compute dtype: an explicit precision, or for auto ComfyUI's choice for its device."""
+    device = host.torch_device()
+    return pick_dtype(host.precision(precision, device), device)
+
+
 def _vae_handle(vae, dtype, policy: MemoryPolicy) -> VAEHandle:
     latent_rgb = latent_rgb_for(vae, host.torch_device(), host.offload_device("vae"), policy)
     return VAEHandle(vae, dtype, policy, latent_rgb=latent_rgb)
@@ -89,7 +95,7 @@ class LoadEasyAnimateModel:
         self, checkpoint: str, precision: str, memory_mode: str, resident_blocks: int, text_encoder_fp8: bool = False
     ):
         folder = host.model_path(host.CHECKPOINT_FOLDER, checkpoint, folder=True)
-        dtype = pick_dtype(precision, host.torch_device())
+        dtype = _dtype(precision)
         policy, small = _policies(memory_mode, resident_blocks)
         models, _, _ = load_checkpoint(
             folder,
@@ -136,7 +142,7 @@ class LoadEasyAnimateTransformer:
 
     def load(self, transformer: str, precision: str, memory_mode: str, resident_blocks: int):
         path = host.model_path("diffusion_models", transformer)
-        dtype = pick_dtype(precision, host.torch_device())
+        dtype = _dtype(precision)
         policy, _ = _policies(memory_mode, resident_blocks)
         model, _ = load_transformer(path, dtype=dtype, weight_dtype=policy.weight_dtype)
         return (TransformerHandle(model, dtype, policy, None, name=transformer),)
@@ -173,7 +179,7 @@ class LoadEasyAnimateVAE:
         if os.path.isfile(config_path):
             with open(config_path, encoding="utf-8") as f:
                 config = json.load(f)
-        dtype = vae_dtype_for(pick_dtype(precision, host.torch_device()))
+        dtype = vae_dtype_for(_dtype(precision))
         model, _ = load_vae(path, dtype=dtype, config=config)
         return (_vae_handle(model, dtype, MemoryPolicy("model_offload" if offload else "none")),)
 
@@ -208,7 +214,7 @@ class LoadEasyAnimateTextEncoder:
 
     def load(self, text_encoder: str, precision: str, offload: bool, fp8: bool = False):
         folder = host.model_path("text_encoders", text_encoder, folder=True)
-        dtype = pick_dtype(precision, host.torch_device())
+        dtype = _dtype(precision)
         encoder = load_text_encoder(folder, dtype=dtype, weight_dtype=torch.float8_e4m3fn if fp8 else None)
         return (TextEncoderHandle(encoder, dtype, MemoryPolicy("model_offload" if offload else "none")),)
 

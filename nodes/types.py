@@ -73,7 +73,8 @@ def precision_input() -> tuple:
         PRECISIONS,
         {
             "default": "auto",
-            "tooltip": "Compute precision. auto: bf16 on GPUs that support it, else fp16; fp32 on the CPU. "
+            "tooltip": "Compute precision. auto: ComfyUI's choice for the GPU: bf16 where it is supported, else fp16 "
+            "(fp32 on the CPU or with --force-fp32). "
             "fp16 runs the VAE in fp32, as the official fp16 recipe does.",
         },
     )

@@ -533,8 +533,8 @@ def test_nodes_make_room_before_device_work(env, monkeypatch):
     assert asked[0] == asked[3] == vae_vram_bytes(vae.vae, 48, 64, vae.dtype, device=cpu) > 0  # same size
 
 
-def test_make_room_and_offload_devices_follow_comfyui(env, monkeypatch):
-    comfy, _ = env
+def test_make_room_offload_devices_and_precision_follow_comfyui(env, monkeypatch):
+    comfy, pack = env
     mm, host = comfy.model_management, pack_host()
     calls = mm.free_memory_calls
     calls.clear()
@@ -550,6 +550,17 @@ def test_make_room_and_offload_devices_follow_comfyui(env, monkeypatch):
     assert host.offload_device("vae") == host.offload_device("text_encoder") == torch.device("cpu")
     monkeypatch.setattr(mm, "vae_offload_device", lambda: gpu)
     assert host.offload_device("vae") == gpu
+    # precision auto is ComfyUI's choice for its device (e.g. --force-fp32 makes both answers False)
+    monkeypatch.setattr(mm, "should_use_bf16", lambda device=None, **_: False)
+    monkeypatch.setattr(mm, "should_use_fp16", lambda device=None, **_: False)
+    assert [host.precision(p, gpu) for p in ("auto", "bf16")] == ["fp32", "bf16"]  # explicit choices stay
+    monkeypatch.setattr(mm, "should_use_fp16", lambda device=None, **_: device == gpu)
+    assert host.precision("auto", gpu) == "fp16" and host.precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(mm, "should_use_bf16", lambda device=None, **_: True)
+    assert host.precision("auto", gpu) == "bf16"
+    monkeypatch.setattr(mm, "get_torch_device", lambda: torch.device("cpu"))
+    model = pack.node_class_mappings["EasyAnimateTransformerLoader"]().load("tiny.safetensors", "auto", "none", 0)[0]
+    assert model.dtype == torch.bfloat16  # the loader asked ComfyUI
 
 
 def test_latent_noise_mask_keeps_the_video_where_it_is_zero(env, run):

@@ -35,6 +35,14 @@ def unet_offload_device() -> torch.device:
     return torch.device("cpu")
 
 
+def should_use_bf16(device=None, model_params=0, prioritize_performance=True, manual_cast=False) -> bool:
+    return device is not None and torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def should_use_fp16(device=None, model_params=0, prioritize_performance=True, manual_cast=False) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
 def text_encoder_offload_device() -> torch.device:
     return torch.device("cpu")
 
