@@ -36,6 +36,13 @@ def vae_dtype_for(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype == torch.float16 else dtype
 
 
+def held_tensors(*modules) -> list[torch.Tensor]:
+    """The weights and buffers of ``modules``: what a handle keeps alive. A host that sizes cached outputs by
+    their tensors asks for them (ComfyUI's RAM-pressure cache calls ``_comfy_cache_tensors``; it counts those
+    in CPU memory), so loaded models count as what they hold instead of as nothing."""
+    return [t for module in modules for t in (*module.parameters(), *module.buffers())]
+
+
 @dataclass(frozen=True, eq=False)
 class TransformerHandle:
     model: EasyAnimateTransformer
@@ -57,6 +64,9 @@ class TransformerHandle:
     def replace(self, **changes) -> TransformerHandle:
         return dataclasses.replace(self, **changes)
 
+    def _comfy_cache_tensors(self) -> list[torch.Tensor]:
+        return held_tensors(self.model)
+
 
 @dataclass(frozen=True, eq=False)
 class VAEHandle:
@@ -65,12 +75,18 @@ class VAEHandle:
     memory: MemoryPolicy = MemoryPolicy()
     latent_rgb: object | None = None  # preview.LatentRGB fitted from this VAE (see preview.fit_latent_rgb)
 
+    def _comfy_cache_tensors(self) -> list[torch.Tensor]:
+        return held_tensors(self.vae)
+
 
 @dataclass(frozen=True, eq=False)
 class TextEncoderHandle:
     encoder: TextEncoder
     dtype: torch.dtype
     memory: MemoryPolicy = MemoryPolicy()
+
+    def _comfy_cache_tensors(self) -> list[torch.Tensor]:
+        return held_tensors(*self.encoder.modules())
 
 
 @dataclass(frozen=True, eq=False)

@@ -698,6 +698,22 @@ def test_sampler_report_is_shown_again_when_cached(env, run):
     assert object_info()["EasyAnimateVideoSampler"]["has_intermediate_output"] is True
 
 
+def test_loaded_models_tell_comfyui_cache_their_size(env):
+    """ComfyUI's RAM-pressure cache sizes a cached output by the tensors `_comfy_cache_tensors()` returns."""
+    _, pack = env
+    model, vae, text_encoder = pack.node_class_mappings["EasyAnimateModelLoader"]().load(INP, "fp32", "none", 0)
+
+    def size(handle):
+        return sum(t.numel() * t.element_size() for t in handle._comfy_cache_tensors())
+
+    assert size(model) == sum(t.numel() * 4 for t in model.model.state_dict().values()) > 0
+    assert size(vae) == sum(t.numel() * 4 for t in vae.vae.state_dict().values()) > 0
+    encoders = text_encoder.encoder.modules()
+    assert size(text_encoder) == sum(p.numel() * 4 for m in encoders for p in m.parameters()) + sum(
+        b.numel() * b.element_size() for m in encoders for b in m.buffers()
+    )
+
+
 def test_model_loader_shows_progress(env, every_progress_event):
     """Load EasyAnimate Model's bar: the transformer's weight files, the VAE, the text encoder (a fresh session, so
     the loader really runs)."""
