@@ -171,7 +171,6 @@ def continued_clip(args: argparse.Namespace) -> torch.Tensor | None:
         return None
     if args.start_image or args.video:
         raise ValueError("--continue-from begins the video with the clip's last frames: drop --start-image / --video")
-    check_size(args.width, args.height, args.frames)
     clip = media.read_video(args.continue_from)
     check_continuation(clip.shape[1], overlap_of(args), args.frames, bool(args.end_image))
     return clip
@@ -182,9 +181,8 @@ def overlap_of(args: argparse.Namespace) -> int:
 
 
 def request_from_args(args: argparse.Namespace, device: str, clip: torch.Tensor | None = None) -> Request:
-    """Validate sizes and read the input files (before any model is loaded: fast failure). ``clip``: the video
-    to continue (continued_clip), whose last frames start the new one."""
-    check_size(args.width, args.height, args.frames)
+    """Validate the arguments and read the input files (before any model is loaded: fast failure; cmd_generate
+    has checked the sizes). ``clip``: the video to continue (continued_clip), whose last frames start the new one."""
     media.check_output(args.out)
     if args.denoise is not None and not 0 < args.denoise <= 1:
         raise ValueError(f"--denoise must be in (0, 1], got {args.denoise}")
@@ -230,6 +228,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--resident-blocks applies to --memory-mode block_swap, not {args.memory_mode}")
     device = pick_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    check_size(args.width, args.height, args.frames)
     clip = continued_clip(args)
     req = request_from_args(args, device, clip)
     memory = MemoryPolicy(args.memory_mode, resident_blocks=args.resident_blocks)

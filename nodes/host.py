@@ -74,15 +74,21 @@ def torch_device() -> torch.device:
     return torch.device("cpu")
 
 
+MODEL_PARAMS_HINT = 7 * 10**9  # the smallest official EasyAnimate transformer (V5/V5.1 7B)
+
+
 def precision(choice: str, device: torch.device) -> str:
     """The loaders' precision: ``auto`` becomes ComfyUI's choice for ``device`` (``should_use_bf16`` /
     ``should_use_fp16``, which honour --force-fp32, --force-fp16 and the GPU's abilities); without ComfyUI, or for
-    an explicit choice, it is returned as given (handles.pick_dtype then decides ``auto``)."""
+    an explicit choice, it is returned as given (handles.pick_dtype then decides ``auto``). ComfyUI is told the
+    model's size and that weights are cast at compute time, so a GPU without bf16 where fp32 weights would not fit
+    (e.g. a 24 GB Pascal card) gets fp16, as the official scripts use, not fp32."""
     if choice != "auto" or _mm is None or not hasattr(_mm, "should_use_bf16"):
         return choice
-    if _mm.should_use_bf16(device):
+    hint = dict(model_params=MODEL_PARAMS_HINT, manual_cast=True)
+    if _mm.should_use_bf16(device, **hint):
         return "bf16"
-    return "fp16" if _mm.should_use_fp16(device) else "fp32"
+    return "fp16" if _mm.should_use_fp16(device, **hint) else "fp32"
 
 
 OFFLOAD_DEVICES = {  # ComfyUI's choice per kind of model

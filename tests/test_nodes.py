@@ -554,7 +554,11 @@ def test_make_room_offload_devices_and_precision_follow_comfyui(env, monkeypatch
     monkeypatch.setattr(mm, "should_use_bf16", lambda device=None, **_: False)
     monkeypatch.setattr(mm, "should_use_fp16", lambda device=None, **_: False)
     assert [host.precision(p, gpu) for p in ("auto", "bf16")] == ["fp32", "bf16"]  # explicit choices stay
-    monkeypatch.setattr(mm, "should_use_fp16", lambda device=None, **_: device == gpu)
+    # like ComfyUI's rule for GPUs without bf16: fp16 when fp32 weights of that size would not fit (told by the pack)
+    too_big_for_fp32 = lambda device=None, model_params=0, manual_cast=False, **_: (  # noqa: E731
+        device == gpu and manual_cast and model_params * 4 > 24 * 2**30
+    )
+    monkeypatch.setattr(mm, "should_use_fp16", too_big_for_fp32)
     assert host.precision("auto", gpu) == "fp16" and host.precision("auto", torch.device("cpu")) == "fp32"
     monkeypatch.setattr(mm, "should_use_bf16", lambda device=None, **_: True)
     assert host.precision("auto", gpu) == "bf16"
