@@ -22,6 +22,7 @@ try:  # torch and the engine take seconds to import: a Ctrl-C meanwhile is still
     from .runner import COMPILE_BACKENDS
     from .sampling import Interrupted
     from .schedulers import SCHEDULER_NAMES
+    from .teacache import DEFAULT_THRESHOLD
 except KeyboardInterrupt:
     sys.stderr.write("interrupted\n")
     raise SystemExit(130) from None
@@ -74,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--text-encoder-fp8", action="store_true", help="store the text encoder's linear weights in fp8")
     g.add_argument("--attention", choices=list(BACKENDS), default="sdpa", help="attention backend (default: sdpa)")
     g.add_argument("--compile", choices=COMPILE_BACKENDS, help="torch.compile the transformer blocks with this backend")
-    g.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold, 0 = off (official: 0.08)")
+    g.add_argument(
+        "--teacache",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="TeaCache threshold (default: the official 0.08; 0 = off, exact)",
+    )
     g.add_argument(
         "--fp8-matmul",
         action="store_true",

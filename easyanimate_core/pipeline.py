@@ -20,6 +20,7 @@ from .handles import TextEncoderHandle, TransformerHandle, VAEHandle
 from .memory import MemoryPolicy, on_device
 from .runner import check_speed_options, encode_prompts, run_sampler, vae_decode
 from .sampling import Conditioning
+from .teacache import DEFAULT_THRESHOLD
 from .transformer import EasyAnimateTransformer
 from .vae import MagvitVAE
 
@@ -167,14 +168,14 @@ def generate(
     offload: torch.device | str = "cpu",
     attention: str = "sdpa",
     compile: str | None = None,
-    teacache: float = 0.0,
+    teacache: float = DEFAULT_THRESHOLD,
     fp8_matmul: bool = False,
     stats: dict | None = None,
 ):
     """Generate a video: frames [T, H, W, 3] in 0..1 (``output='latents'`` returns the scaled latents).
 
     Speed options as on the nodes: ``attention`` backend, ``compile`` (a torch.compile backend for the blocks,
-    not with block swap), ``teacache`` threshold (0 = off), ``fp8_matmul`` (fp8 GEMMs, memory mode fp8);
+    not with block swap), ``teacache`` threshold (default: the official 0.08; 0 = off and exact), ``fp8_matmul`` (fp8 GEMMs, memory mode fp8);
     ``stats`` receives TeaCache's skipped-call count.
 
     ``memory`` places the models for each stage (see memory.py): with an offloading policy each model is on

@@ -20,6 +20,11 @@ COEFFICIENTS = {
     "12b": (-10.47857366, 8.33844143, -0.78477557, 0.68798618, 0.0136149),
 }
 
+# The threshold EasyAnimate's own inference scripts run with (predict_t2v/i2v/v2v/v2v_control.py and the
+# Gradio app: enable_teacache = True, teacache_threshold = 0.08); our nodes, CLI and API default to it.
+# 0 turns TeaCache off and gives the exact output.
+DEFAULT_THRESHOLD = 0.08
+
 
 def model_size(model: torch.nn.Module) -> str:
     """'12b' for models above 9.5 billion parameters, else '7b' (the two published V5.1 sizes)."""

@@ -109,6 +109,7 @@ def test_continue_from_writes_the_joined_long_video(ckpts, api, tmp_path, capsys
     assert np.array_equal(long[11:], new[3:])  # after the cross-faded frames, the new clip
     assert np.allclose(long[9], media_fit(clip[:, 9]) * 2 / 3 + new[1] / 3, atol=1e-6)  # weights 1 - 1/3, 1/3
     assert np.allclose(long[0], media_fit(clip[:, 0]), atol=1e-6)
+    capsys.readouterr()  # the run's TeaCache report
     for extra, message in [
         (["--overlap", "2"], "--overlap applies to --continue-from"),
         (["--continue-from", str(tmp_path / "clip.npy"), "--overlap", "9"], "overlap=9 leaves none of the 9 frames"),

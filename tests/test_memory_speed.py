@@ -93,6 +93,17 @@ def test_teacache_skips_middle_steps_and_resets_every_run(model):
     assert torch.equal(run(model), run(model, teacache=0.0))  # off after on: plain output
 
 
+def test_teacache_defaults_to_the_official_threshold_everywhere():
+    import inspect
+
+    from easyanimate_core.__main__ import build_parser
+    from easyanimate_core.pipeline import generate
+
+    args = build_parser().parse_args(["generate", "--model", "m", "--prompt", "p", "--out", "o.mp4"])
+    assert args.teacache == 0.08  # predict_t2v/i2v/v2v(_control).py: enable_teacache, teacache_threshold = 0.08
+    assert inspect.signature(generate).parameters["teacache"].default == 0.08  # the nodes': tests/test_nodes.py
+
+
 def test_teacache_polynomial_and_decisions():
     cache = TeaCache(threshold=0.5, num_steps=5, coefficients=COEFFICIENTS["7b"])
     assert cache._rescale(0.3) == pytest.approx(np.poly1d(COEFFICIENTS["7b"])(0.3))

@@ -134,6 +134,9 @@ def test_object_info_is_complete(env):
         "width": 672, "height": 384, "frames": 49, "steps": 50, "cfg": 6.0,
     }  # fmt: skip
     assert set(sampler["optional"]) == {"latent", "denoise", "teacache", "conditioning"}
+    assert sampler["optional"]["teacache"][1]["default"] == 0.08  # EasyAnimate's predict scripts' threshold
+    sample = pack.node_class_mappings["EasyAnimateVideoSampler"].sample  # an API prompt may leave it out
+    assert __import__("inspect").signature(sample).parameters["teacache"].default == 0.08
     assert ours["EasyAnimatePromptEncode"]["input"]["required"]["negative_prompt"][1]["default"] == OFFICIAL_NEGATIVE
     assert ours["EasyAnimateImageToVideo"]["input"]["required"]["noise_aug_strength"][1]["default"] == 0.0563
     assert ours["EasyAnimateTransformerLoader"]["input"]["required"]["transformer"][0] == ["tiny.safetensors"]
