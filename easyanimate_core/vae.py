@@ -21,6 +21,8 @@ from .vae_blocks import DOWN_BLOCKS, UP_BLOCKS, Decoder, Encoder
 log = logging.getLogger("EasyAnimate")
 
 Progress = Callable[[int, int], None]
+# torch.OutOfMemoryError (any device) from torch 2.5; torch.cuda.OutOfMemoryError, the same class there, before
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 _DOWN = ("SpatialDownBlock3D",) + ("SpatialTemporalDownBlock3D",) * 3
 _UP = ("SpatialUpBlock3D",) + ("SpatialTemporalUpBlock3D",) * 3
@@ -247,9 +249,16 @@ class MagvitVAE(nn.Module):
         self, video: torch.Tensor, *, tile: VAETiling | None = None, progress: Progress | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Video [B, 3, T, H, W] in -1..1 (T = 4k+1, H and W multiples of 8) -> (mean, logvar), each
-        [B, C, k+1, H/8, W/8]; logvar clamped to [-30, 20] like diffusers' posterior."""
+        [B, C, k+1, H/8, W/8]; logvar clamped to [-30, 20] like diffusers' posterior. Out of device memory,
+        it retries in smaller tiles (``retry_in_tiles``)."""
+        self._check(video, "video", self.config.in_channels, self.temporal_compression, self.spatial_compression)
+        _, _, _, height, width = video.shape
+        return retry_in_tiles(lambda t: self._encode(video, t, progress), tile, height, width, "encode")
+
+    def _encode(
+        self, video: torch.Tensor, tile: VAETiling | None, progress: Progress | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.spatial_compression
-        self._check(video, "video", self.config.in_channels, self.temporal_compression, s)
         video = video.to(self.quant_conv.weight.dtype)
         _, _, t, height, width = video.shape
         size, stride = tile.sizes(s) if tile else (0, 0)
@@ -272,9 +281,14 @@ class MagvitVAE(nn.Module):
     def decode(
         self, z: torch.Tensor, *, tile: VAETiling | None = None, progress: Progress | None = None
     ) -> torch.Tensor:
-        """Raw latents [B, C, t, h, w] -> video [B, 3, 4(t-1)+1, 8h, 8w], roughly in -1..1."""
-        s = self.spatial_compression
+        """Raw latents [B, C, t, h, w] -> video [B, 3, 4(t-1)+1, 8h, 8w], roughly in -1..1. Out of device memory,
+        it retries in smaller tiles (``retry_in_tiles``)."""
         self._check(z, "latents", self.latent_channels, 1, 1)
+        s = self.spatial_compression
+        return retry_in_tiles(lambda t: self._decode(z, t, progress), tile, z.shape[-2] * s, z.shape[-1] * s, "decode")
+
+    def _decode(self, z: torch.Tensor, tile: VAETiling | None, progress: Progress | None) -> torch.Tensor:
+        s = self.spatial_compression
         z = z.to(self.post_quant_conv.weight.dtype)
         _, _, t, height, width = z.shape
         size, stride = tile.sizes(s) if tile else (0, 0)
@@ -287,6 +301,47 @@ class MagvitVAE(nn.Module):
         lat = size // s
         rows = [[self._decode_frames(z[:, :, :, i : i + lat, j : j + lat], tick) for j in starts_w] for i in starts_h]
         return _stitch(rows, blend=size - stride, keep=stride, height=height * s, width=width * s)
+
+
+MIN_FALLBACK_TILE = 64  # the smallest tile the out-of-memory fallback tries (the nodes' smallest tile_size)
+
+
+def smaller_tile(size: int) -> int | None:
+    """The tile size to try after running out of memory at ``size`` pixels: about half of it, a multiple of 64
+    (so of every VAE's compression), or None below ``MIN_FALLBACK_TILE``."""
+    smaller = size // 2 // MIN_FALLBACK_TILE * MIN_FALLBACK_TILE
+    return smaller if smaller >= MIN_FALLBACK_TILE else None
+
+
+def retry_in_tiles(
+    run: Callable[[VAETiling | None], torch.Tensor],
+    tile: VAETiling | None,
+    height: int,
+    width: int,
+    what: str,
+):
+    """``run(tile)``; when the device runs out of memory, again with tiles of about half the size (the whole
+    frame's larger side when untiled), down to 64 pixels, as ComfyUI's own VAE decode falls back to tiles.
+
+    Each retry starts after the failed attempt's exception is gone, so its activations are freed first; the
+    weights are unchanged. When even the smallest tile does not fit, the last out-of-memory error is raised.
+    """
+    while True:
+        try:
+            return run(tile)
+        except OutOfMemoryError:
+            failed = tile.tile_size if tile else max(height, width)
+            smaller = smaller_tile(failed)
+            if smaller is None:
+                raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning(
+            "EasyAnimate VAE %s of %dx%d frames ran out of memory %s; retrying in %d-pixel tiles "
+            "(turn on `tile` with a tile_size of %d or less to start there)",
+            what, width, height, f"in {failed}-pixel tiles" if tile else "untiled", smaller, smaller,
+        )  # fmt: skip
+        tile = VAETiling(smaller, tile.overlap if tile else VAETiling.overlap)
 
 
 def _stitch(rows: list[list[torch.Tensor]], blend: int, keep: int, height: int, width: int) -> torch.Tensor:

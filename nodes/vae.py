@@ -33,7 +33,11 @@ class EasyAnimateVAEDecode:
                 "samples": ("LATENT", {"tooltip": "Video latents from EasyAnimate Sampler."}),
                 "tile": (
                     "BOOLEAN",
-                    {"default": False, "tooltip": "Decode in spatial tiles: slower, but needs far less VRAM."},
+                    {
+                        "default": False,
+                        "tooltip": "Decode in spatial tiles: slower, but needs far less VRAM. Off, a decode that runs out "
+                        "of VRAM is retried in tiles automatically.",
+                    },
                 ),
                 "tile_size": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64, "tooltip": TILE_TOOLTIP}),
             }
@@ -73,7 +77,11 @@ class EasyAnimateVAEEncode:
                 ),
                 "tile": (
                     "BOOLEAN",
-                    {"default": False, "tooltip": "Encode in spatial tiles: slower, but needs far less VRAM."},
+                    {
+                        "default": False,
+                        "tooltip": "Encode in spatial tiles: slower, but needs far less VRAM. Off, an encode that runs out "
+                        "of VRAM is retried in tiles automatically.",
+                    },
                 ),
                 "tile_size": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64, "tooltip": TILE_TOOLTIP}),
             }

@@ -16,7 +16,14 @@ from easyanimate_core.testing.vae import (
     tiny_vae_config_original,
     write_tiny_vae,
 )
-from easyanimate_core.vae import MagvitVAE, VAEConfig, VAETiling, convert_vae_state_dict
+from easyanimate_core.vae import (
+    MagvitVAE,
+    OutOfMemoryError,
+    VAEConfig,
+    VAETiling,
+    convert_vae_state_dict,
+    smaller_tile,
+)
 
 TOL = 1e-4  # ours vs diffusers; in practice the outputs are bit-identical on CPU
 TILE = 32  # pixels (4 latent pixels); with overlap 8 (stride 24) a 48x48 frame is cut into 2x2 tiles
@@ -239,3 +246,61 @@ def test_tiny_state_dict_is_deterministic_and_small() -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["encoder.conv_in.weight"], c["encoder.conv_in.weight"])
     assert sum(v.numel() * v.element_size() for v in a.values()) < 2 * 1024 * 1024
+
+
+def test_smaller_tile_halves_to_multiples_of_64() -> None:
+    assert [smaller_tile(s) for s in (1008, 576, 512, 448, 192, 128, 127, 64)] == [
+        448,
+        256,
+        256,
+        192,
+        64,
+        64,
+        None,
+        None,
+    ]
+
+
+def _out_of_memory_above(vae: MagvitVAE, method: str, limit: int, monkeypatch) -> list[int]:
+    """Make ``vae.<method>`` (one mini-batch call) raise out-of-memory on inputs wider than ``limit`` (its own
+    units: latent pixels for _decode_frames, pixels for _encode_frames); returns the widths it was called on."""
+    real, seen = getattr(vae, method), []
+
+    def patched(x: torch.Tensor, tick):
+        seen.append(x.shape[-1])
+        if x.shape[-1] > limit:
+            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real(x, tick)
+
+    monkeypatch.setattr(vae, method, patched)
+    return seen
+
+
+@pytest.mark.parametrize("first", [None, VAETiling(128)])
+def test_out_of_memory_retries_in_smaller_tiles(pair, monkeypatch, caplog, first) -> None:
+    ours, _ = pair
+    z, x = _latents(3, size=32), _video(5, size=256)  # 256x256 frames
+    with torch.no_grad():
+        want_decode, want_encode = ours.decode(z, tile=VAETiling(64)), ours.encode(x, tile=VAETiling(64))
+    decoded = _out_of_memory_above(ours, "_decode_frames", 8, monkeypatch)  # only 64-pixel tiles fit
+    encoded = _out_of_memory_above(ours, "_encode_frames", 64, monkeypatch)
+    with caplog.at_level("WARNING", logger="EasyAnimate"):
+        got_decode, got_encode = ours.decode(z, tile=first), ours.encode(x, tile=first)
+    assert torch.equal(got_decode, want_decode) and all(torch.equal(a, b) for a, b in zip(got_encode, want_encode))
+    # each failed attempt stops at its first call: untiled (256) -> 128-pixel tiles -> 64; or 128 -> 64
+    tried = [32, 16, 8] if first is None else [16, 8]
+    assert decoded[: len(tried)] == tried and encoded[: len(tried)] == [8 * t for t in tried]
+    assert max(decoded[len(tried) :]) == 8  # the rest ran in 64-pixel tiles
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 * (len(tried) - 1) and "retrying in 64-pixel tiles" in warnings[-1]
+    assert ("untiled" in warnings[0]) == (first is None)
+
+
+def test_out_of_memory_even_in_the_smallest_tiles_is_raised(pair, monkeypatch) -> None:
+    ours, _ = pair
+    state = {k: v.clone() for k, v in ours.state_dict().items()}
+    seen = _out_of_memory_above(ours, "_decode_frames", 4, monkeypatch)  # not even 64-pixel tiles fit
+    with pytest.raises(OutOfMemoryError, match="Tried to allocate"):
+        ours.decode(_latents(3, size=24))  # 192 px -> 64-pixel tiles -> none smaller
+    assert seen == [24, 8]  # 192 px untiled, then the first 64-pixel tile
+    assert all(torch.equal(v, state[k]) for k, v in ours.state_dict().items())
