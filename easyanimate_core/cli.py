@@ -151,7 +151,9 @@ def render(
         latents = generate(
             models, req, device=device, dtype=dtype, progress=bar, output="latents", stats=stats, **speed, **place
         )
-        if speed.get("teacache"):
+        if "teacache_note" in stats:
+            print(stats["teacache_note"], file=sys.stderr)
+        elif speed.get("teacache"):
             calls = stats["transformer_calls"] + stats["teacache_skipped"]
             print(f"TeaCache skipped {stats['teacache_skipped']} of {calls} transformer calls", file=sys.stderr)
         bar = ProgressBar("decoding", not quiet)

@@ -31,6 +31,14 @@ def rgb_frames(images: torch.Tensor, what: str = "image") -> torch.Tensor:
     )
 
 
+def cover_crop(h: int, w: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """How an h x w image is fitted to height x width: scaled to (nh, nw) to cover it, then cropped at (top,
+    left). Returns (nh, nw, top, left)."""
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    return nh, nw, (nh - height) // 2, (nw - width) // 2
+
+
 def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """[..., C, H, W] 0..1 (C = 1, 3 or 4, see rgb_frames) -> [..., 3, height, width] in -1..1: scaled to cover,
     centre-cropped."""
@@ -41,10 +49,8 @@ def fit_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
     x = image.reshape(-1, *image.shape[-3:]).float()
     h, w = x.shape[-2:]
     if (h, w) != (height, width):
-        scale = max(height / h, width / w)
-        nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+        nh, nw, top, left = cover_crop(h, w, height, width)
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-        top, left = (nh - height) // 2, (nw - width) // 2
         x = x[..., top : top + height, left : left + width]
     return (x * 2 - 1).reshape(*lead, 3, height, width)
 

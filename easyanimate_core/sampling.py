@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .schedulers import noise_latents, set_timesteps
-from .teacache import COEFFICIENTS, TeaCache, model_size
+from .teacache import V5_NOTE, TeaCache, coefficients_for
 from .transformer import BlockRunner, EasyAnimateTransformer
 
 Progress = Callable[[int, int, torch.Tensor], None]
@@ -99,8 +99,10 @@ def sample(
     ``text``/``negative`` are :class:`~easyanimate_core.text.TextEmbeds` (``negative`` unused when
     ``cfg <= 1``). ``scheduler`` must be fresh (diffusers schedulers keep a step index). With
     ``denoise < 1`` the run starts from ``cond.init_latents`` noised to the first kept timestep.
-    ``teacache > 0`` enables TeaCache with that threshold (fresh state each run); the number of skipped
-    transformer calls is written to ``stats["teacache_skipped"]`` when ``stats`` is given.
+    ``teacache > 0`` enables TeaCache with that threshold (fresh state each run; V5.1 models only, see
+    ``teacache.coefficients_for``); the number of skipped transformer calls is written to
+    ``stats["teacache_skipped"]`` when ``stats`` is given (and ``stats["teacache_note"]`` when a V5 model ran
+    every step despite a threshold).
     """
     cond = cond or Conditioning()
     device = torch.device(device)
@@ -142,8 +144,8 @@ def sample(
 
     total = len(timesteps)
     cache = None
-    if teacache > 0:
-        coefficients = teacache_coefficients or COEFFICIENTS[model_size(model)]
+    coefficients = teacache_coefficients or coefficients_for(model)
+    if teacache > 0 and coefficients is not None:
         cache = TeaCache(threshold=teacache, num_steps=total, coefficients=coefficients)
     for i, t in enumerate(timesteps):
         if should_stop is not None and should_stop():
@@ -170,4 +172,6 @@ def sample(
     if stats is not None:
         stats["teacache_skipped"] = 0 if cache is None else cache.skipped
         stats["transformer_calls"] = total - stats["teacache_skipped"]
+        if teacache > 0 and cache is None:
+            stats["teacache_note"] = V5_NOTE
     return latents

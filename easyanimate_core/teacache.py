@@ -26,6 +26,17 @@ COEFFICIENTS = {
 DEFAULT_THRESHOLD = 0.08
 
 
+def coefficients_for(model: torch.nn.Module) -> tuple[float, ...] | None:
+    """The published coefficients for ``model``'s size, or None for a V5 model: EasyAnimate fits TeaCache for
+    V5.1 only (its ``get_teacache_coefficients`` knows v5.1-7b and v5.1-12b), so its scripts run V5 without it."""
+    if model.config.version != "V5.1":
+        return None
+    return COEFFICIENTS[model_size(model)]
+
+
+V5_NOTE = "TeaCache is calibrated for V5.1 only (as in EasyAnimate's scripts): this V5 model ran every step"
+
+
 def model_size(model: torch.nn.Module) -> str:
     """'12b' for models above 9.5 billion parameters, else '7b' (the two published V5.1 sizes)."""
     n = sum(p.numel() for p in model.parameters())

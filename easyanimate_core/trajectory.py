@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .frames import cover_crop
+
 Track = list[tuple[float, float]]  # per frame (x / width, y / height)
 
 SPOT_BASE_RADIUS = 50  # pixels at 1280x720
@@ -102,6 +104,16 @@ def parse_tracks(json_text: str, ref_width: int, ref_height: int) -> list[Track]
             track.append((x / ref_width, y / ref_height))
         tracks.append(track)
     return tracks
+
+
+def fit_tracks(tracks: list[Track], ref_width: int, ref_height: int, width: int, height: int) -> list[Track]:
+    """Tracks in fractions of the ref_width x ref_height frame -> fractions of the width x height generation frame,
+    through the cover + centre-crop that every image takes to the generation size (``frames.fit_image``, e.g. the
+    reference image as Control Video's ref_image), so a point stays on the same image content when the two
+    aspect ratios differ. Points in the cropped-off margins land outside 0..1: their spots are cut off or not
+    drawn."""
+    nh, nw, top, left = cover_crop(ref_height, ref_width, height, width)
+    return [[((x * nw - left) / width, (y * nh - top) / height) for x, y in track] for track in tracks]
 
 
 def resample_track(track: Track, frames: int) -> Track:

@@ -137,9 +137,10 @@ class EasyAnimateVideoSampler:
                         "max": 1.0,
                         "step": 0.01,
                         "tooltip": "TeaCache threshold: reuse the previous step's transformer result while the "
-                        "input has barely changed. 0.08 (default) is what EasyAnimate's own scripts run with: "
-                        "fewer transformer calls, a slightly different video. 0 = off, the exact output; higher "
-                        "skips more (the official nodes use 0.10).",
+                        "input has barely changed (V5.1 models; V5 always runs every step, as in EasyAnimate's "
+                        "scripts). 0.08 (default) is what EasyAnimate's own scripts run with: fewer transformer "
+                        "calls, a slightly different video. 0 = off, the exact output; higher skips more (the "
+                        "official nodes use 0.10).",
                     },
                 ),
                 "conditioning": (
@@ -218,6 +219,8 @@ class EasyAnimateVideoSampler:
             host.throw_if_interrupted()  # raises the host's own cancel exception (and clears the request)
             raise host.INTERRUPT_EXCEPTION() from stopped
         report = f"{stats['transformer_calls']} transformer calls, {stats['teacache_skipped']} skipped by TeaCache"
+        if "teacache_note" in stats:
+            report += f" ({stats['teacache_note']})"
         log.info("EasyAnimate Sampler: %s", report)
         return {"ui": {"text": [report]}, "result": ({"samples": latents},)}
 

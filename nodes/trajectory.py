@@ -7,7 +7,7 @@ import math
 
 from ..easyanimate_core.conditioning import check_size
 from ..easyanimate_core.frames import fit_image
-from ..easyanimate_core.trajectory import draw_tracks_preview, parse_tracks, tracks_to_video
+from ..easyanimate_core.trajectory import draw_tracks_preview, fit_tracks, parse_tracks, tracks_to_video
 from . import host
 from .types import CATEGORY, MAX_SIZE, first_frame, resample_input, size_inputs
 
@@ -30,7 +30,9 @@ def _ref_size_input(name: str, default: int) -> tuple:
             "min": 1,
             "max": MAX_SIZE,
             "tooltip": f"{name} in pixels of the canvas the tracks are drawn on (tracks_json's coordinates); "
-            "the reference image's size (the editor's 'Use image size' button sets it).",
+            "the reference image's size (the editor's 'Use image size' button sets it). A canvas of another "
+            "aspect ratio than width x height is scaled to cover the video and centre-cropped, as the reference "
+            "image is, so the tracks stay on the same image content.",
         },
     )
 
@@ -88,6 +90,7 @@ class EasyAnimateTrajectory:
     def draw(self, tracks_json, ref_width, ref_height, frames, width, height, resample, reference_image=None):
         check_size(width, height, frames)  # the Control Video it feeds needs a valid size: say so here already
         tracks = parse_tracks(tracks_json, ref_width, ref_height)
+        tracks = fit_tracks(tracks, ref_width, ref_height, width, height)  # cropped as the reference image is
         video = tracks_to_video(tracks, width, height, frames, resample=resample)  # [T, H, W, 3]
         image = first_frame(reference_image, "reference_image")  # [3, H, W] or None
         seen = None if image is None else (fit_image(image, width, height).movedim(0, -1) + 1) / 2  # [H, W, 3]

@@ -11,7 +11,8 @@ from easyanimate_core.loading import load_transformer
 from easyanimate_core.memory import MemoryPolicy, transformer_placement
 from easyanimate_core.sampling import Interrupted, initial_noise, sample
 from easyanimate_core.schedulers import build_scheduler
-from easyanimate_core.teacache import COEFFICIENTS, TeaCache
+from easyanimate_core.teacache import COEFFICIENTS, TeaCache, coefficients_for
+from easyanimate_core.testing import TINY_SCHEDULERS
 from easyanimate_core.testing.transformer import tiny_transformer_config, write_tiny_transformer
 from easyanimate_core.text import TextEmbeds
 
@@ -102,6 +103,39 @@ def test_teacache_defaults_to_the_official_threshold_everywhere():
     args = build_parser().parse_args(["generate", "--model", "m", "--prompt", "p", "--out", "o.mp4"])
     assert args.teacache == 0.08  # predict_t2v/i2v/v2v(_control).py: enable_teacache, teacache_threshold = 0.08
     assert inspect.signature(generate).parameters["teacache"].default == 0.08  # the nodes': tests/test_nodes.py
+
+
+def test_teacache_runs_on_v5_1_models_only(model, tmp_path):
+    """EasyAnimate's get_teacache_coefficients knows V5.1 7B/12B only, so its scripts run V5 without TeaCache."""
+    assert coefficients_for(model) == COEFFICIENTS["7b"]
+    cfg = tiny_transformer_config(version="V5", text_dim=32, text_dim_t5=24)
+    v5 = load_transformer(write_tiny_transformer(tmp_path / "v5", cfg), dtype=torch.float32)[0]
+    assert v5.config.version == "V5" and coefficients_for(v5) is None
+
+    def run_v5(**kw):
+        noise, gen = initial_noise((1, 16, 3, 6, 8), 11)
+        t5 = [torch.randn(1, 5, 24, generator=torch.Generator().manual_seed(s)) for s in (3, 4)]
+        pos, neg = (
+            TextEmbeds(e.embeds, e.mask, t, torch.ones(1, 5, dtype=torch.long)) for e, t in zip((text(1), text(2)), t5)
+        )
+        return sample(
+            v5,
+            build_scheduler("DDIM", TINY_SCHEDULERS["V5"], version="V5"),
+            pos,
+            neg,
+            noise,
+            steps=6,
+            cfg=4.0,
+            generator=gen,
+            **kw,
+        )
+
+    stats = {}
+    assert torch.equal(run_v5(teacache=100.0, stats=stats), run_v5())  # every step computed
+    assert stats["teacache_skipped"] == 0 and stats["teacache_note"].startswith("TeaCache is calibrated for V5.1 only")
+    stats = {}
+    run(model, teacache=100.0, stats=stats)
+    assert stats["teacache_skipped"] == 4 and "teacache_note" not in stats
 
 
 def test_teacache_polynomial_and_decisions():

@@ -63,6 +63,37 @@ def test_points_scale_from_the_reference_size():
     assert peak == (200, 20)
 
 
+@pytest.mark.parametrize("ref", [(100, 100), (60, 120), (200, 90)])  # square, portrait, wider than the video
+def test_tracks_stay_on_the_reference_image_content_when_the_aspect_differs(ref):
+    """A point on an image feature lands where fit_image (what Control Video does to its ref_image) puts it."""
+    from easyanimate_core.frames import fit_image
+
+    rw, rh = ref
+    w, h = 96, 64
+    x, y = rw * 0.55, rh * 0.35  # the feature, in reference pixels
+    image = torch.zeros(3, rh, rw)
+    image[:, int(y) - 1 : int(y) + 1, int(x) - 1 : int(x) + 1] = 1  # a 2x2 dot centred on (x, y)
+    seen = fit_image(image, w, h)[0]  # [h, w] in -1..1, as the model sees the reference image
+    weight = (seen + 1) / 2  # 0 on the black background
+    rows, cols = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")  # pixel centres
+    dot = ((weight * cols).sum().item() / weight.sum().item(), (weight * rows).sum().item() / weight.sum().item())
+    tracks = T.fit_tracks(T.parse_tracks(track_json([(x, y)]), rw, rh), rw, rh, w, h)
+    ((px, py),) = tracks[0]
+    assert (px * w, py * h) == pytest.approx(dot, abs=0.75)
+    frame = T.tracks_to_video(tracks, w, h, frames=1)[0, :, :, 0]
+    peak_y, peak_x = divmod(int(frame.argmax()), w)
+    assert abs(peak_x + 0.5 - dot[0]) <= 1 and abs(peak_y + 0.5 - dot[1]) <= 1
+    if rw / rh != w / h:  # stretching instead of cropping would put it elsewhere
+        assert abs(0.55 * w - dot[0]) > 2 or abs(0.35 * h - dot[1]) > 2
+
+
+def test_fit_tracks_is_the_identity_for_the_same_aspect():
+    tracks = [[(0.25, 0.5), (1.0, 0.0)]]
+    assert T.fit_tracks(tracks, 64, 48, 64, 48) == tracks
+    assert T.fit_tracks(tracks, 128, 96, 64, 48) == tracks
+    assert T.fit_tracks(tracks, 64, 64, 64, 32) == [[(0.25, 0.5), (1.0, -0.5)]]  # top and bottom quarters cut
+
+
 def test_frames_follow_the_track():
     tracks = T.parse_tracks(track_json([(10, 10), (50, 10), (50, 40)]), 64, 48)
     video = T.tracks_to_video(tracks, 64, 48, frames=3)
