@@ -204,15 +204,20 @@ def _parse_pose_line(values: list[str]) -> CameraPose:
     return _pose(tuple(numbers[1:5]), w2c)
 
 
-def parse_pose_file(text: str, frames: int | None = None, resample: bool = False) -> list[CameraPose]:
+def parse_pose_file(text: str, frames: int | None = None, resample: bool = False, stride: int = 1) -> list[CameraPose]:
     """CameraCtrl / RealEstate10K pose text -> camera path.
 
     Each line: ``timestamp fx fy cx cy 0 0 r11 r12 r13 t1 r21 r22 r23 t2 r31 r32 r33 t3`` (the 3x4
     world-to-camera matrix row by row). Blank lines and lines whose first word is not a number (the URL header
     line of RealEstate10K files, which the official reader drops) are skipped; any other line must be a valid
-    pose, or ValueError names the line and what is wrong. With ``frames``, the pose count must match it, unless
-    ``resample`` spreads the poses over ``frames`` frames (see :func:`resample_poses`).
+    pose, or ValueError names the line and what is wrong. ``stride`` keeps every stride-th pose from the first
+    (RealEstate10K files are 24 fps; EasyAnimate's predict_v2v_control.py takes ``[::24 // fps]`` for its 8 fps
+    videos, i.e. 3). With ``frames``: ``resample`` spreads the poses over ``frames`` frames (see
+    :func:`resample_poses`); otherwise the first ``frames`` poses are used, as EasyAnimate's scripts and nodes
+    do, and fewer poses than frames is a ValueError.
     """
+    if stride < 1:
+        raise ValueError(f"stride must be 1 or more (every stride-th pose is used), got {stride}")
     poses: list[CameraPose] = []
     skipped: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -235,13 +240,19 @@ def parse_pose_file(text: str, frames: int | None = None, resample: bool = False
         )
     if skipped:
         log.debug("pose file: skipped %d header line(s): %s", len(skipped), "; ".join(skipped))
+    count = len(poses)
+    poses = poses[::stride]
     if frames is not None and len(poses) != frames:
-        if not resample:
+        if resample:
+            return resample_poses(poses, frames)
+        if len(poses) < frames:
+            kept = f" ({len(poses)} with stride {stride})" if stride > 1 else ""
             raise ValueError(
-                f"the pose file has {len(poses)} poses but {frames} frames are generated; "
-                "enable resample to spread the poses over the frames"
+                f"the pose file has {count} poses{kept} but {frames} frames are generated; enable resample to "
+                "spread the poses over the frames" + (", or lower the stride" if stride > 1 else "")
             )
-        poses = resample_poses(poses, frames)
+        log.info("pose file: using the first %d of its %d poses (stride %d)", frames, len(poses), stride)
+        poses = poses[:frames]
     return poses
 
 

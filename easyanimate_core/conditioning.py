@@ -223,7 +223,7 @@ BUCKETS_512 = (
     (2.09, 736, 352), (2.4, 768, 320), (2.5, 800, 320), (2.89, 832, 288), (3.0, 864, 288), (3.11, 896, 288),
     (3.62, 928, 256), (3.75, 960, 256), (3.88, 992, 256), (4.0, 1024, 256),
 )  # fmt: skip
-BASE_RESOLUTIONS = (512, 768, 1024)
+BASE_RESOLUTIONS = (512, 768, 960, 1024)  # the official nodes' choices
 
 
 def bucket_size(image_width: int, image_height: int, base_resolution: int = 512) -> tuple[int, int]:

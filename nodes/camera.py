@@ -201,7 +201,15 @@ class EasyAnimateLoadCameraPose:
             "required": {
                 "pose_file": (_pose_files(), {"tooltip": "A .txt pose file in the ComfyUI input folder."}),
                 "frames": _frames_input("video"),
-                "resample": resample_input("pose file"),
+                "resample": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "When the file (after stride) has another pose count than frames: on spreads "
+                        "its poses evenly over the frames; off uses the first 'frames' poses, as EasyAnimate does, "
+                        "and stops with an error when there are fewer.",
+                    },
+                ),
             },
             "optional": {
                 "pose_path": (
@@ -211,6 +219,17 @@ class EasyAnimateLoadCameraPose:
                         "multiline": True,
                         "tooltip": "Instead of pose_file: a path to a pose file (relative paths are in the input "
                         "folder), or the pose lines themselves. Leave empty to use pose_file.",
+                    },
+                ),
+                "stride": (
+                    "INT",
+                    {
+                        "default": 1,
+                        "min": 1,
+                        "max": 24,
+                        "tooltip": "Use every stride-th pose, from the first. RealEstate10K / CameraCtrl files are "
+                        "24 fps and EasyAnimate makes 8 fps videos: 3 moves the camera as EasyAnimate's "
+                        "predict_v2v_control.py does. Without resample the first 'frames' poses are used.",
                     },
                 ),
             },
@@ -229,8 +248,8 @@ class EasyAnimateLoadCameraPose:
             return float("nan")  # never equal: the run reports the problem
         return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()
 
-    def load(self, pose_file: str, frames: int, resample: bool, pose_path: str = ""):
-        poses = camera.parse_pose_file(_read_pose_text(pose_file, pose_path), frames, resample)
+    def load(self, pose_file: str, frames: int, resample: bool, pose_path: str = "", stride: int = 1):
+        poses = camera.parse_pose_file(_read_pose_text(pose_file, pose_path), frames, resample, stride)
         return (CameraPath(tuple(poses)),)
 
 

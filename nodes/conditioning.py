@@ -44,8 +44,8 @@ def augmentation_inputs() -> dict:
                 "min": 0,
                 "max": MAX_SEED,
                 "control_after_generate": True,
-                "tooltip": "Seed of the augmentation noise. With the sampler's seed, the run equals the "
-                "official pipeline's.",
+                "tooltip": "Seed of the augmentation noise. With the sampler's seed, the run equals diffusers' "
+                "EasyAnimate pipeline's (the original scripts draw their noise on the GPU, so their videos differ).",
             },
         ),
     }
@@ -276,7 +276,7 @@ class EasyAnimateBucketSize:
                     {
                         "default": 512,
                         "tooltip": "512: about 672x384 for landscape images (the official default); 768: about "
-                        "1008x576; 1024: about 1344x768 (needs much more memory and time).",
+                        "1008x576; 960: about 1248x720; 1024: about 1344x768 (these two need much more memory and time).",
                     },
                 ),
             }

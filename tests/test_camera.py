@@ -228,6 +228,14 @@ def test_pose_file_round_trip():
 def test_pose_file_frame_count_mismatch_and_resample():
     with pytest.raises(ValueError, match=r"3 poses but 5 frames"):
         C.parse_pose_file(POSE_TEXT, frames=5)
+    first = C.parse_pose_file(POSE_TEXT, frames=2)  # more poses than frames: the first ones
+    np.testing.assert_array_equal(first[1].w2c[:3, 3], [0.2, 0, 0])
+    strided = C.parse_pose_file(POSE_TEXT, frames=2, stride=2)  # poses 1 and 3
+    np.testing.assert_array_equal(strided[1].w2c[:3, 3], [0.4, -0.1, 0.6])
+    with pytest.raises(ValueError, match=r"3 poses \(2 with stride 2\) but 3 frames"):
+        C.parse_pose_file(POSE_TEXT, frames=3, stride=2)
+    with pytest.raises(ValueError, match="stride must be 1 or more"):
+        C.parse_pose_file(POSE_TEXT, stride=0)
     poses = C.parse_pose_file(POSE_TEXT, frames=5, resample=True)
     assert len(poses) == 5
     np.testing.assert_array_equal(poses[0].w2c, C.parse_pose_file(POSE_TEXT)[0].w2c)

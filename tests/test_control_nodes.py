@@ -420,8 +420,13 @@ def test_load_camera_pose_file(env):
     expected = camera.combine(camera.preset("Pan Left", 1.0, 49), camera.preset("Zoom In", 1.0, 49))
     assert loaded.frames == 49 and all(np.allclose(x.w2c, y.w2c, atol=1e-8) for x, y in zip(loaded.poses, expected))
     assert node.load(POSE_FILE, 9, True)[0].frames == 9
-    with pytest.raises(ValueError, match="49 poses but 9 frames"):
-        node.load(POSE_FILE, 9, False)
+    first = node.load(POSE_FILE, 9, False)[0].poses  # more poses than frames: the first ones, as EasyAnimate does
+    assert all(np.array_equal(x.w2c, y.w2c) for x, y in zip(first, loaded.poses[:9])) and len(first) == 9
+    strided = node.load(POSE_FILE, 9, False, stride=3)[0].poses  # EasyAnimate's [::24 // fps][:frames]
+    assert all(np.array_equal(x.w2c, y.w2c) for x, y in zip(strided, loaded.poses[::3][:9])) and len(strided) == 9
+    with pytest.raises(ValueError, match=r"49 poses \(9 with stride 6\) but 13 frames .* or lower the stride"):
+        node.load(POSE_FILE, 13, False, stride=6)
+    assert node.load(POSE_FILE, 13, True, stride=6)[0].frames == 13  # spread
     for source in (path, POSE_FILE, text):  # an absolute path, a path in the input folder, the lines themselves
         assert node.load("ignored.txt", 49, False, pose_path=source)[0].frames == 49
     with pytest.raises(FileNotFoundError, match="input folder"):
@@ -505,6 +510,7 @@ def test_inpaint_video_errors(env, run, half_mask_node):
     [
         ((1280, 720), 512, (672, 384)),  # landscape 16:9 -> the official default size
         ((1280, 720), 768, (1008, 576)),
+        ((1280, 720), 960, (1248, 720)),  # the official nodes' 960: 672 * 960 / 512 = 1260 -> 1248
         ((720, 1280), 512, (384, 672)),  # portrait
         ((512, 512), 1024, (1024, 1024)),
         ((1000, 3000), 512, (288, 864)),  # ratio 3.0
