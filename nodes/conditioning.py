@@ -8,7 +8,7 @@ from ..easyanimate_core.builders import (
     inpaint_video_conditioning,
 )
 from ..easyanimate_core.conditioning import BASE_RESOLUTIONS, bucket_size
-from ..easyanimate_core.frames import join_clips
+from ..easyanimate_core.frames import join_clips, rgb_frames
 from .types import (
     CATEGORY,
     COND,
@@ -73,7 +73,13 @@ class EasyAnimateImageToVideo:
                 **augmentation_inputs(),
             },
             "optional": {
-                "start_image": ("IMAGE", {"tooltip": "The first frame of the video (of a batch, the first image)."}),
+                "start_image": (
+                    "IMAGE",
+                    {
+                        "tooltip": "The first frame of the video. A batch of K images becomes the first K frames, "
+                        "kept (as the official nodes do; e.g. the last frames of another clip)."
+                    },
+                ),
                 "end_image": ("IMAGE", {"tooltip": "The last frame of the video (of a batch, the first image)."}),
             },
         }
@@ -95,7 +101,7 @@ class EasyAnimateImageToVideo:
         cond = image_to_video_conditioning(
             vae,
             model.config,
-            first_frame(start_image, "start_image"),
+            _start_frames(start_image),
             first_frame(end_image, "end_image"),
             width,
             height,
@@ -105,6 +111,14 @@ class EasyAnimateImageToVideo:
             **vae_encoding(vae, width, height),
         )
         return (VideoConditioning(cond, width, height, frames, model.config.variant.value),)
+
+
+def _start_frames(images):
+    """IMAGE [K, H, W, C] -> the start image [3, H, W] (K = 1) or K start frames [3, K, H, W], or None."""
+    if images is None:
+        return None
+    frames = rgb_frames(images, "start_image").movedim(-1, 0)  # [3, K, H, W]
+    return frames[:, 0] if frames.shape[1] == 1 else frames
 
 
 OVERLAP_TOOLTIP = (

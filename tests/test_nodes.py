@@ -624,6 +624,29 @@ def test_image_to_video_with_one_frame_takes_one_image(env):
     assert encode(5, start_image=red, end_image=blue).shape == (1, 17, 2, 6, 8)
 
 
+def test_image_to_video_keeps_a_batch_of_start_images_as_the_first_frames(env):
+    """The official nodes turn every image of a start batch into a kept frame (get_image_to_video_latent)."""
+    encode = image_to_video_node(env)
+    batch = torch.rand(3, 48, 64, 3, generator=torch.Generator().manual_seed(8))
+    frames = batch.movedim(-1, 0)  # [3, K, H, W], what continuing a clip passes
+    assert torch.equal(encode(start_image=batch), continued(env, frames))
+    assert not torch.equal(encode(start_image=batch), encode(start_image=batch[:1]))  # not just the first
+    with pytest.raises(ValueError, match=r"9 start frame\(s\) and an end image do not fit in 9 frames"):
+        encode(start_image=torch.rand(9, 48, 64, 3), end_image=batch[:1])
+
+
+def continued(env, frames):
+    _, pack = env
+    from easyanimate_core.builders import image_to_video_conditioning
+
+    model, vae, _ = pack.node_class_mappings["EasyAnimateModelLoader"]().load(INP, "fp32", "model_offload", 1)
+    cond = image_to_video_conditioning(
+        vae, model.config, frames, None, 64, 48, 9, noise_aug_strength=0.0, seed=0, device=torch.device("cpu"),
+        offload=torch.device("cpu"),
+    )  # fmt: skip
+    return cond.inpaint
+
+
 def test_image_to_video_takes_gray_and_rgba_images(env):
     encode = image_to_video_node(env)
     gray = torch.rand(2, 56, 80, 1, generator=torch.Generator().manual_seed(3))
