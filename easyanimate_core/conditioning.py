@@ -190,6 +190,11 @@ def control_latents(
     if variant == Variant.CAMERA:
         if camera is None:
             raise ValueError("this Control-Camera checkpoint needs a camera path (presets or a pose file)")
+        if control_video is not None:
+            raise ValueError(
+                "a Control-Camera checkpoint takes a camera path, not a control video: use a Control checkpoint "
+                "for control videos"
+            )
         main = resize_mask(camera.float(), latent_size) * 6
     else:
         if camera is not None:

@@ -202,6 +202,17 @@ def _assign(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str, repo
             + "\n(a config.json from another model size, or a single file whose config cannot be inferred)"
         ) from e
     report.missing, report.unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    # Block weights by the name of a weight our blocks have (extras such as a stray lora_A are only warned about):
+    # the config builds fewer blocks than the weights hold, or single-stream ones where they are dual-stream.
+    names = {k.split(".", 2)[2] for k in model.state_dict() if k.startswith("transformer_blocks.")}
+    blocks = sorted(k for k in report.unexpected if k.startswith("transformer_blocks.") and k.split(".", 2)[2] in names)
+    if blocks:
+        depth = {int(k.split(".")[1]) for k in blocks}
+        raise ValueError(
+            f"the {what} weights in {', '.join(report.files)} hold block weights its config does not build "
+            f"({len(blocks)} keys in blocks {min(depth)}-{max(depth)}, e.g. {blocks[0]}): the config.json "
+            "(num_layers, mmdit_layers) is from another model than the weights; use the config that came with them"
+        )
     if report.unexpected:
         log.warning(
             "%s: %d unexpected keys ignored: %s", what, len(report.unexpected), ", ".join(report.unexpected[:10])

@@ -90,6 +90,8 @@ def build_conditioning(
     place = dict(device=device, offload=offload, tile=tile)
     if req.mask is not None and req.video is None:
         raise ValueError("an inpaint mask needs an input video")
+    if req.ref_image is not None and variant not in (Variant.CONTROL, Variant.CAMERA):
+        raise ValueError(f"a reference image needs a Control or Control-Camera checkpoint; this one is {variant.value}")
     if req.start_image is not None or req.end_image is not None:
         if variant != Variant.INP:
             raise ValueError(
@@ -108,6 +110,11 @@ def build_conditioning(
     if req.video is not None and req.mask is None and req.denoise >= 1.0:
         raise ValueError("an input video with denoise 1 would be ignored; lower denoise or add a mask")
     if variant in (Variant.CONTROL, Variant.CAMERA):
+        if req.mask is not None:
+            raise ValueError(
+                f"an inpaint mask needs an InP or T2V checkpoint; this one is {variant.value}, which redraws the whole "
+                "input video by denoise (lower denoise to keep more of it)"
+            )
         return _control_conditioning(vh, cfg, req, place)
     if req.control_video is not None or req.camera is not None:
         raise ValueError(f"a control video or camera path needs a Control checkpoint; this one is {variant.value}")

@@ -125,7 +125,9 @@ def check_speed_options(
     check_backend(attention)
     if compile is not None and memory.mode == "block_swap":
         raise ValueError(COMPILE_WITH_BLOCK_SWAP)
-    if teacache < 0:
+    if compile is not None and compile not in COMPILE_BACKENDS:
+        raise ValueError(f"unknown torch.compile backend {compile!r}; choose one of {', '.join(COMPILE_BACKENDS)}")
+    if not 0 <= teacache < float("inf"):  # also NaN
         raise ValueError(f"the TeaCache threshold must be 0 (off) or positive, got {teacache}")
     if fp8_matmul and memory.mode != "fp8":
         raise ValueError(

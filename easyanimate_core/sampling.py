@@ -106,6 +106,8 @@ def sample(
     """
     cond = cond or Conditioning()
     device = torch.device(device)
+    if not -float("inf") < cfg < float("inf"):  # NaN or inf would make a video of NaN
+        raise ValueError(f"cfg must be a finite number, got {cfg}")
     do_cfg = cfg > 1.0
     timesteps = set_timesteps(scheduler, steps, denoise, device)
     noise = noise.to(device=device, dtype=torch.float32)

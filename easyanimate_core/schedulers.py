@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .loading import read_json
 
 log = logging.getLogger("EasyAnimate")
 
@@ -42,10 +43,7 @@ def read_scheduler_config(folder: str | Path | None) -> dict[str, Any] | None:
     path = Path(folder) / "scheduler_config.json"
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}): re-download it") from e
+    return read_json(path)  # a JSON object, or a ValueError naming the file
 
 
 DDPM_SCHEDULERS = [name for name in SCHEDULER_NAMES if name != "Flow"]
@@ -94,8 +92,8 @@ def build_scheduler(name: str, config: dict[str, Any] | None, shift: float | Non
     if shift is not None:
         if name != "Flow":
             raise ValueError("shift applies to the 'Flow' scheduler only")
-        if shift <= 0:
-            raise ValueError(f"shift must be positive, got {shift}")
+        if not 0 < shift < float("inf"):  # also NaN
+            raise ValueError(f"shift must be a positive number, got {shift}")
         overrides["shift"] = float(shift)
     return cls.from_config(dict(config), **overrides)
 

@@ -82,11 +82,26 @@ def _from_pretrained(cls, folder: Path, dtype: torch.dtype):
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
     try:
-        return cls.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=True, **{dtype_key: dtype})
+        model, info = cls.from_pretrained(
+            str(folder), local_files_only=True, low_cpu_mem_usage=True, output_loading_info=True, **{dtype_key: dtype}
+        )
     except SafetensorError as e:
         raise ValueError(
             f"cannot read {_broken_weights(folder)}: it is truncated or corrupt ({e}); re-download it"
         ) from e
+    # transformers fills weights missing from the files with random values and only logs it: refuse instead
+    missing = [k for k in info.get("missing_keys", ()) if not _UNUSED.intersection(k.split("."))]
+    if missing:
+        raise ValueError(
+            f"{folder}: {len(missing)} weights that its config.json describes are not in its weight files "
+            f"(e.g. {sorted(missing)[0]}): the config and the weights come from different models, or the download "
+            "is incomplete; re-download the text encoder"
+        )
+    return model
+
+
+# Parts the prompt encoding never runs (Qwen2-VL's vision tower and LM head, Bert's pooler): missing is fine.
+_UNUSED = {"visual", "lm_head", "pooler"}
 
 
 def _broken_weights(folder: Path) -> str:

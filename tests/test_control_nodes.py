@@ -704,3 +704,18 @@ def test_trajectory_checks_the_video_size_itself(env, run):
     assert "nearest: 9" in str(error_of(run, prompt))
     node["inputs"].update(frames=9, width=65)
     assert "nearest: 64" in str(error_of(run, prompt))
+
+
+def test_api_refuses_inputs_a_variant_would_ignore(env, engine):
+    """Each was silently dropped by generate(): the video came out as if the input were not there."""
+    request = dict(prompt=PROMPT, negative_prompt=NEGATIVE, steps=2, cfg=1.0, seed=1, **SIZE)
+    video, mask = torch.rand(3, 9, 48, 64), torch.ones(48, 64)
+    cases = [
+        (CONTROL, dict(video=video, mask=mask), "an inpaint mask needs an InP or T2V checkpoint; this one is Control"),
+        (CAMERA, dict(camera=camera.plucker_embedding(camera.preset("Pan Left", 1.0, 9), 64, 48),
+                      control_video=video), "takes a camera path, not a control video"),
+        (INP, dict(ref_image=torch.rand(3, 48, 64)), "a reference image needs a Control or Control-Camera checkpoint"),
+    ]  # fmt: skip
+    for ckpt, extra, message in cases:
+        with pytest.raises(ValueError, match=message):
+            generate(engine(ckpt), Request(**request, **extra))

@@ -426,6 +426,19 @@ def test_weights_that_do_not_fit_the_config_are_an_error(checkpoints, tmp_path):
         load_transformer(folder)
 
 
+@pytest.mark.parametrize("change", [{"num_layers": 1}, {"mmdit_layers": 1}])
+def test_a_config_that_builds_fewer_blocks_than_the_weights_hold_is_an_error(checkpoints, tmp_path, change):
+    """Ignoring the extra block weights would run a cut-down network (e.g. a 7B config beside 12B-deep weights)."""
+    folder = transformer_copy(checkpoints, tmp_path)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert config["num_layers"] == 2  # so both changes leave weights of block 1 (or its text stream) unused
+    (folder / "config.json").write_text(json.dumps({**config, **change}), encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"hold block weights its config does not build \(\d+ keys in blocks 1-1, e\.g\. "
+    ):
+        load_transformer(folder)
+
+
 def test_pickled_tensors_load_like_safetensors(checkpoints, tmp_path):
     folder = checkpoints[("V5", "Control"), "original"] / "transformer"
     sd = load_file(str(folder / WEIGHTS_NAME))

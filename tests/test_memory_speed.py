@@ -36,11 +36,11 @@ def text(seed: int) -> TextEmbeds:
     return TextEmbeds(torch.randn(1, 6, 32, generator=g), torch.ones(1, 6, dtype=torch.long))
 
 
-def run(model, policy=MemoryPolicy(), steps=6, **kw):
+def run(model, policy=MemoryPolicy(), steps=6, cfg=4.0, **kw):
     noise, gen = initial_noise((1, 16, 3, 6, 8), 11)
     with transformer_placement(model, CPU, CPU, policy) as run_blocks:
         return sample(
-            model, build_scheduler("Flow", None), text(1), text(2), noise, steps=steps, cfg=4.0,
+            model, build_scheduler("Flow", None), text(1), text(2), noise, steps=steps, cfg=cfg,
             generator=gen, run_blocks=run_blocks, **kw,
         )  # fmt: skip
 
@@ -292,6 +292,19 @@ def test_fp8_matmul_sampler_within_tolerance_and_model_unchanged(folder, model):
         run_handle(fast, progress=lambda i, n, x: steps.append(i), should_stop=lambda: len(steps) == 1)
     assert all(not {"fp8_matmul", "fp8_rowwise", "fp8_weight_scale"} & set(m.__dict__) for m in layers)
     assert torch.equal(run_handle(plain), ref)
+
+
+def test_speed_options_and_cfg_refuse_what_would_fail_or_make_nan(model):
+    from easyanimate_core.runner import check_speed_options
+
+    with pytest.raises(ValueError, match="unknown torch.compile backend 'bogus'; choose one of inductor"):
+        check_speed_options(MemoryPolicy(), "sdpa", "bogus")  # was torch's InvalidBackend mid-run
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="TeaCache threshold must be 0 \\(off\\) or positive"):
+            check_speed_options(MemoryPolicy(), "sdpa", None, teacache=bad)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="cfg must be a finite number"):
+            run(model, cfg=bad)
 
 
 def test_fp8_matmul_checks(monkeypatch):

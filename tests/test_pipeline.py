@@ -189,6 +189,10 @@ def test_video_to_video_denoise_stays_near_the_input(loaded):
         (dict(start_image=torch.rand(3, 48, 64)), "need an InP checkpoint; this one is T2V"),
         (dict(denoise=0.5), "needs an input video"),
         (dict(control_video=torch.rand(3, 9, 48, 64)), "needs a Control checkpoint"),
+        (
+            dict(ref_image=torch.rand(3, 48, 64)),
+            "a reference image needs a Control or Control-Camera checkpoint; this one is T2V",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(loaded, kw, message):
@@ -256,6 +260,17 @@ def test_unreadable_scheduler_config_names_the_file(tmp_path):
     (tmp_path / "scheduler_config.json").write_text("{ not json")
     with pytest.raises(ValueError, match="scheduler_config.json is not valid JSON .*re-download it"):
         read_scheduler_config(tmp_path)
+    (tmp_path / "scheduler_config.json").write_text("[1, 2]")  # JSON, but not an object: was an AttributeError
+    with pytest.raises(ValueError, match=r"scheduler_config.json holds a JSON list, not an object: re-download it"):
+        read_scheduler_config(tmp_path)
+
+
+@pytest.mark.parametrize("shift", [0.0, -1.0, float("nan"), float("inf")])
+def test_flow_shift_must_be_a_positive_number(shift):
+    from easyanimate_core.schedulers import build_scheduler
+
+    with pytest.raises(ValueError, match="shift must be a positive number"):  # NaN and inf made all-NaN videos
+        build_scheduler("Flow", None, shift=shift)
 
 
 def test_conditioning_builders_take_gray_images_and_an_optional_progress(loaded):

@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -305,3 +306,19 @@ def test_broken_text_encoder_files_are_errors_naming_them(qwen_dir, tmp_path):
     weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=rf"^cannot read weights file {weights}: it is truncated or corrupt"):
         load_text_encoder(folder, dtype=torch.float32)
+
+
+def test_text_encoder_weights_missing_from_the_files_are_an_error(qwen_dir, tmp_path):
+    """transformers would fill them with random values (prompt embeddings of noise) and only log it."""
+    folder = shutil.copytree(qwen_dir, tmp_path / "deeper")
+    config = folder / "text_encoder" / "config.json"
+    data = json.loads(config.read_text(encoding="utf-8"))
+    for cfg in (data, data.get("text_config") or {}):
+        if "num_hidden_layers" in cfg:
+            cfg["num_hidden_layers"] += 2  # a config for a deeper model than the weights
+    config.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"weights that its config.json describes are not in its weight files \(e\.g\. "
+    ):
+        load_text_encoder(folder, dtype=torch.float32)
+    assert load_text_encoder(qwen_dir, dtype=torch.float32).kind == "qwen2vl"  # the matching pair loads
