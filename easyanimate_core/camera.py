@@ -187,16 +187,19 @@ def _parse_pose_line(values: list[str]) -> CameraPose:
             f"a pose line has {POSE_LINE_VALUES} numbers (frame, fx, fy, cx, cy, 2 zeros, 12 of the 3x4 matrix); "
             f"this one has {len(values)}"
         )
-    bad = [(i, v) for i, v in enumerate(values, start=1) if not _is_number(v)]
+    # Errors name positions, never the text: pose_path can name any readable file and errors reach the browser.
+    bad = [i for i, v in enumerate(values, start=1) if not _is_number(v)]
     if bad:
-        i, v = bad[0]
-        raise ValueError(f"value {i} ({v!r}) is not a number")
+        raise ValueError(f"value {bad[0]} is not a number")
     numbers = [float(v) for v in values]
     if not all(math.isfinite(v) for v in numbers):
         raise ValueError("all values must be finite numbers; this line has inf or nan")
     fx, fy = numbers[1:3]
     if fx <= 0 or fy <= 0:
-        raise ValueError(f"focal lengths fx, fy must be positive (normalised to the image size), got {fx:g}, {fy:g}")
+        which = "values 2 and 3 are not" if fx <= 0 and fy <= 0 else f"value {2 if fx <= 0 else 3} is not"
+        raise ValueError(
+            f"focal lengths fx, fy (values 2 and 3) must be positive (normalised to the image size); {which}"
+        )
     w2c = np.eye(4)
     w2c[:3] = np.asarray(numbers[7:]).reshape(3, 4)
     if abs(np.linalg.det(w2c)) < 1e-9:
@@ -219,27 +222,30 @@ def parse_pose_file(text: str, frames: int | None = None, resample: bool = False
     if stride < 1:
         raise ValueError(f"stride must be 1 or more (every stride-th pose is used), got {stride}")
     poses: list[CameraPose] = []
-    skipped: list[str] = []
+    skipped: list[int] = []  # line numbers only: the text of a file that is no pose file is never echoed
     for number, line in enumerate(text.splitlines(), start=1):
         values = line.split()
         if not values:
             continue
         if not _is_number(values[0]):  # a header or URL line
-            shown = line.strip() if len(line.strip()) <= 60 else line.strip()[:57] + "..."
-            skipped.append(f"line {number} ({shown!r})")
+            skipped.append(number)
             continue
         try:
             poses.append(_parse_pose_line(values))
         except ValueError as e:
             raise ValueError(f"line {number}: {e}") from None
     if not poses:
-        detail = f"no line starts with a number (skipped {', '.join(skipped[:2])})" if skipped else "the text is empty"
+        if skipped:
+            shown = ", ".join(str(n) for n in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+            detail = f"no line starts with a number (skipped line{'s' if len(skipped) > 1 else ''} {shown})"
+        else:
+            detail = "the text is empty"
         raise ValueError(
             f"no camera pose found in the pose file: {detail}; each pose line is 'frame fx fy cx cy 0 0' then the "
             "3x4 world-to-camera matrix"
         )
     if skipped:
-        log.debug("pose file: skipped %d header line(s): %s", len(skipped), "; ".join(skipped))
+        log.debug("pose file: skipped %d header line(s): %s", len(skipped), ", ".join(map(str, skipped)))
     count = len(poses)
     poses = poses[::stride]
     if frames is not None and len(poses) != frames:

@@ -247,10 +247,32 @@ def test_pose_file_frame_count_mismatch_and_resample():
 def test_pose_file_without_valid_lines():
     with pytest.raises(ValueError, match=r"^line 2: a pose line has 19 numbers .*; this one has 18$"):
         C.parse_pose_file("header\n" + "0.5 " * 18 + "\n")
-    with pytest.raises(ValueError, match=r"no camera pose found .*no line starts with a number .*line 1 \('a b c"):
+    with pytest.raises(ValueError, match=r"no camera pose found .*no line starts with a number \(skipped line 1\);"):
         C.parse_pose_file("a b c d e f g h i j k l m n o p q r s\n")
     with pytest.raises(ValueError, match="empty"):
         C.parse_pose_file("\n\n")
+
+
+def test_pose_file_errors_never_echo_the_text():
+    # pose_path can name any readable file and errors reach the browser: name line numbers and positions only.
+    secret = "root:x:0:0:root:/root:/bin/bash\nSECRET_API_KEY=sk-live-1234567890abcdef\n"
+    with pytest.raises(ValueError) as error:
+        C.parse_pose_file(secret)
+    message = str(error.value)
+    assert "(skipped lines 1, 2);" in message
+    assert "root" not in message and "SECRET" not in message and "sk-live" not in message
+    many = "".join(f"header{i}\n" for i in range(7))
+    with pytest.raises(ValueError, match=r"\(skipped lines 1, 2, 3, 4, 5, \.\.\.\);") as error:
+        C.parse_pose_file(many)
+    assert "header" not in str(error.value)
+    tokens = "0 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0".split()
+    tokens[14] = "sk-live-1234"  # a pose line with a secret in place of a number
+    with pytest.raises(ValueError, match=r"^line 2: value 15 is not a number$") as error:
+        C.parse_pose_file("# header\n" + " ".join(tokens))
+    assert "sk-live" not in str(error.value)
+    with pytest.raises(ValueError) as error:  # a line of numbers with a bad focal length: no number echoed either
+        C.parse_pose_file("0 -123456 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0\n")
+    assert "123456" not in str(error.value) and "value 2 is not" in str(error.value)
 
 
 def with_line(index: int, edit) -> str:
@@ -264,7 +286,7 @@ def test_broken_pose_line_is_an_error_naming_the_line_not_skipped():
     # Only header lines (first word not a number, as the official reader's URL line) are skipped.
     with pytest.raises(ValueError, match=r"^line 3: a pose line has 19 numbers \(frame, fx, fy, cx, cy, 2 zeros, 12 "):
         C.parse_pose_file(with_line(1, lambda t: t[:17]))
-    with pytest.raises(ValueError, match=r"^line 4: value 2 \('x0.5'\) is not a number$"):
+    with pytest.raises(ValueError, match=r"^line 4: value 2 is not a number$"):
         C.parse_pose_file(with_line(2, lambda t: [t[0], "x" + t[1], *t[2:]]))
     assert len(C.parse_pose_file("# comment\n" + POSE_TEXT)) == 3
 
@@ -272,8 +294,14 @@ def test_broken_pose_line_is_an_error_naming_the_line_not_skipped():
 @pytest.mark.parametrize(
     ("fx", "fy", "message"),
     [
-        ("0", "0", r"^line 2: focal lengths fx, fy must be positive \(normalised to the image size\), got 0, 0$"),
-        ("0.5", "-0.9", r"^line 2: focal lengths fx, fy must be positive .*got 0.5, -0.9$"),
+        (
+            "0",
+            "0",
+            r"^line 2: focal lengths fx, fy \(values 2 and 3\) must be positive \(normalised to the image size\); "
+            r"values 2 and 3 are not$",
+        ),
+        ("0.5", "-0.9", r"^line 2: focal lengths fx, fy \(values 2 and 3\) must be positive .*; value 3 is not$"),
+        ("-1", "0.9", r"^line 2: focal lengths fx, fy \(values 2 and 3\) must be positive .*; value 2 is not$"),
         ("nan", "0.9", r"^line 2: all values must be finite numbers; this line has inf or nan$"),
         ("0.5", "inf", r"^line 2: all values must be finite"),
     ],

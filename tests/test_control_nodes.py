@@ -551,6 +551,17 @@ def test_binary_file_as_camera_pose_file_is_refused(env, tmp_path):
             node.load("ignored.txt", 9, False, pose_path=str(path))
 
 
+def test_pose_path_naming_a_non_pose_file_does_not_leak_its_text(env, tmp_path):
+    # pose_path can name any readable file and the error reaches the browser: line numbers only, never the text.
+    _, pack = env
+    node = pack.node_class_mappings["EasyAnimateLoadCameraPose"]()
+    path = tmp_path / "secret.txt"
+    path.write_text("root:x:0:0:root:/root:/bin/bash\nSECRET_API_KEY=sk-live-1234567890abcdef\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"no line starts with a number \(skipped lines 1, 2\);") as error:
+        node.load("ignored.txt", 9, False, pose_path=str(path))
+    assert "root" not in str(error.value) and "sk-live" not in str(error.value)
+
+
 # --- IMAGE channels, MASK shapes, Cancel and progress of the conditioning encodes --------------------
 
 
