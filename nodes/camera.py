@@ -156,8 +156,9 @@ def _pose_files() -> list[str]:
 def _read_pose_text(pose_file: str, pose_path: str) -> str:
     """The pose text: pasted lines in pose_path, the file pose_path names, or else pose_file from the input folder."""
     source = pose_path.strip()
-    if "\n" in source:
-        return source  # the pose lines themselves
+    tokens = source.split()
+    if "\n" in source or (len(tokens) >= camera.POSE_LINE_VALUES and camera._is_number(tokens[0])):
+        return source  # the pose lines themselves (one pasted line has no newline left after strip)
     if source:
         path = os.path.expanduser(source)
         path = path if os.path.isabs(path) else os.path.join(host.input_directory(), path)

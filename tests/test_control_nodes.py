@@ -431,6 +431,12 @@ def test_load_camera_pose_file(env):
         assert node.load("ignored.txt", 49, False, pose_path=source)[0].frames == 49
     with pytest.raises(FileNotFoundError, match="input folder"):
         node.load(POSE_FILE, 49, False, pose_path="missing.txt")
+    # one pasted line (no newline left after strip) is a pose too, e.g. a static camera spread with resample
+    line = next(row for row in text.splitlines() if row.split() and camera._is_number(row.split()[0]))
+    (single,) = node.load("ignored.txt", 9, True, pose_path=f"  {line}\n")
+    assert single.frames == 9 and all(np.array_equal(p.w2c, loaded.poses[0].w2c) for p in single.poses)
+    with pytest.raises(FileNotFoundError, match="input folder"):  # a file name with spaces is still a path
+        node.load(POSE_FILE, 49, False, pose_path="0 my poses.txt")
     cls = type(node)
     same = cls.IS_CHANGED(pose_file=POSE_FILE, frames=49, resample=False)  # ComfyUI passes keywords
     assert same == cls.IS_CHANGED(pose_file="x", frames=49, resample=False, pose_path=text)
