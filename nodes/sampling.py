@@ -29,6 +29,10 @@ def _generation_size(latent, width: int, height: int, frames: int, denoise: floa
             )
         return (width, height, frames), None
     samples = latent["samples"]
+    if samples.shape[0] == 0:
+        raise ValueError(
+            f"the latent batch is empty (shape {list(samples.shape)}): connect a LATENT with at least one video"
+        )
     return video_size_of(samples), (samples if denoise < 1.0 else None)
 
 

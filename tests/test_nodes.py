@@ -601,6 +601,23 @@ def test_latent_noise_mask_keeps_the_video_where_it_is_zero(env, run):
         noise_mask_conditioning(Conditioning(keep_mask=keep), left, encoded, tuple(encoded.shape))
 
 
+def test_sampler_refuses_an_empty_latent_batch_before_any_model_work(env, monkeypatch):
+    """A LATENT of batch 0 (e.g. left by a rebatch) is a clear error, not an IndexError from the preview."""
+    _, pack = env
+    model = pack.node_class_mappings["EasyAnimateModelLoader"]().load(T2V, "fp32", "model_offload", 1)[0]
+    sampling = sys.modules[type(pack.node_class_mappings["EasyAnimateVideoSampler"]()).__module__]
+    calls = []
+    monkeypatch.setattr(sampling.host, "make_room", lambda *a, **k: calls.append("make_room"))
+    monkeypatch.setattr(sampling, "run_sampler", lambda *a, **k: calls.append("run_sampler"))
+    sampler = pack.node_class_mappings["EasyAnimateVideoSampler"]()
+    empty = {"samples": torch.zeros(0, 16, 3, 6, 8)}
+    message = r"^the latent batch is empty \(shape \[0, 16, 3, 6, 8\]\): connect a LATENT with at least one video$"
+    for denoise in (0.5, 1.0):
+        with pytest.raises(ValueError, match=message):
+            sampler.sample(model, None, 64, 48, 9, 2, 6.0, 0, "Flow", 0.0, latent=empty, denoise=denoise)
+    assert calls == []
+
+
 def image_to_video_node(env):
     _, pack = env
     model, vae, _ = pack.node_class_mappings["EasyAnimateModelLoader"]().load(INP, "fp32", "model_offload", 1)
