@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..easyanimate_core.conditioning import check_size
+from ..easyanimate_core.frames import rgb_frames
 from ..easyanimate_core.memory import vae_vram_bytes
 from ..easyanimate_core.runner import vae_decode, vae_encode
 from ..easyanimate_core.vae import VAETiling
@@ -88,6 +89,9 @@ class EasyAnimateVAEEncode:
         }
 
     def encode(self, vae, images: torch.Tensor, tile: bool, tile_size: int):
+        if images.ndim != 4:
+            raise ValueError(f"images must be an IMAGE [frames, H, W, C], got shape {tuple(images.shape)}")
+        images = rgb_frames(images, "images")  # gray repeated to RGB, RGBA without its alpha, as every other node
         frames, height, width = images.shape[0], images.shape[1], images.shape[2]
         try:
             check_size(width, height, frames)
@@ -96,7 +100,7 @@ class EasyAnimateVAEEncode:
                 f"EasyAnimate VAE Encode got {frames} frames of {width}x{height}: {e} (resize with Upscale Image, "
                 "pick frames with Image From Batch)"
             ) from e
-        video = images[..., :3].movedim(-1, 0)[None] * 2 - 1  # [T, H, W, 3] 0..1 -> [1, 3, T, H, W] -1..1
+        video = images.movedim(-1, 0)[None] * 2 - 1  # [T, H, W, 3] 0..1 -> [1, 3, T, H, W] -1..1
         progress = host.make_progress_callback(1)
         tiling = VAETiling(tile_size) if tile else None
         device = host.make_room(vae_vram_bytes, vae.vae, height, width, vae.dtype, tile_size if tile else None)

@@ -605,6 +605,21 @@ def test_gray_and_rgba_images_work_like_rgb_on_every_input(env, node):
     assert torch.equal(previews[0], previews[1]) and torch.equal(previews[2], previews[1])
 
 
+def test_vae_encode_takes_gray_and_rgba_images_like_rgb(node):
+    generator = torch.Generator().manual_seed(5)
+    video, video_rgb, video_rgba = gray_and_rgba(torch.rand(9, 48, 64, 1, generator=generator))
+    encode, _, vae = node("EasyAnimateVAEEncode", T2V)
+    latents = [encode.encode(vae, v, False, 512)[0]["samples"] for v in (video, video_rgb, video_rgba)]
+    assert latents[1].shape == (1, 16, 3, 6, 8) and torch.count_nonzero(latents[1]) > 0
+    assert torch.equal(latents[0], latents[1]) and torch.equal(latents[2], latents[1])
+    with pytest.raises(
+        ValueError, match=r"^images: IMAGE must have 1 \(gray\), 3 \(RGB\) or 4 \(RGBA\) channels, got 2"
+    ):
+        encode.encode(vae, torch.rand(9, 48, 64, 2), False, 512)
+    with pytest.raises(ValueError, match=r"^images must be an IMAGE \[frames, H, W, C\], got shape \(48, 64, 3\)$"):
+        encode.encode(vae, torch.rand(48, 64, 3), False, 512)
+
+
 def test_other_channel_counts_and_empty_images_name_the_input(node):
     control_video, model, vae = node("EasyAnimateControlVideo", CONTROL)
     two = "IMAGE must have 1 \\(gray\\), 3 \\(RGB\\) or 4 \\(RGBA\\) channels, got 2"
