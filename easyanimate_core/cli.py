@@ -250,12 +250,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny(args: argparse.Namespace) -> int:
-    from .testing import write_tiny_checkpoint
+    from .testing import check_version_variant, write_tiny_checkpoint
 
     out = Path(args.out)
+    check_version_variant(args.version, args.variant)  # before anything is written
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty folder; choose a new one")
-    write_tiny_checkpoint(out, version=args.version, variant=args.variant, layout=args.layout, seed=args.seed)
+    created = not out.exists()
+    try:
+        write_tiny_checkpoint(out, version=args.version, variant=args.variant, layout=args.layout, seed=args.seed)
+    except BaseException:  # a failed write leaves nothing that would block the retry (the folder was new or empty)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for child in out.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
     print(f"tiny EasyAnimate {args.version} {args.variant} checkpoint ({args.layout} layout, random weights): {out}")
     return 0
 

@@ -238,6 +238,27 @@ def test_tiny_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert "not an empty folder" in one_line_error(capsys)
 
 
+def test_tiny_with_an_invalid_pair_writes_nothing(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "t1"
+    assert main(["tiny", "--out", str(out), "--version", "V5", "--variant", "Control-Camera"]) == 1
+    assert one_line_error(capsys) == "error: Control-Camera checkpoints exist for V5.1 only"
+    assert not out.exists()  # nothing half-written blocks the retry
+    assert main(["tiny", "--out", str(out), "--version", "V5", "--variant", "Control"]) == 0
+    assert load_checkpoint(out, dtype=torch.float32)[1].variant == "Control"
+    capsys.readouterr()
+
+    def fail_midway(folder, **_):
+        (Path(folder) / "text_encoder").mkdir(parents=True)
+        raise OSError("disk full")
+
+    monkeypatch.setattr("easyanimate_core.testing.write_tiny_checkpoint", fail_midway)
+    assert main(["tiny", "--out", str(tmp_path / "t2")]) == 1  # any failure while writing: the folder is removed
+    assert one_line_error(capsys) == "error: disk full" and not (tmp_path / "t2").exists()
+    (tmp_path / "t3").mkdir()  # an empty folder the user made is kept, and left empty
+    assert main(["tiny", "--out", str(tmp_path / "t3")]) == 1
+    assert (tmp_path / "t3").is_dir() and not any((tmp_path / "t3").iterdir())
+
+
 def test_demo_writes_its_files(ckpts, tmp_path, capsys):
     out = tmp_path / "output"
     shutil.copytree(ckpts["T2V"], out / ".tiny_models" / "V5.1-T2V")  # cached; InP is written by the demo

@@ -11,10 +11,16 @@ from pathlib import Path
 
 from ..configs import Variant
 from .text import write_tiny_bert_t5, write_tiny_qwen2vl
-from .transformer import tiny_transformer_config, write_single_file, write_tiny_transformer
+from .transformer import check_version_variant, tiny_transformer_config, write_single_file, write_tiny_transformer
 from .vae import write_tiny_vae
 
-__all__ = ["write_tiny_checkpoint", "write_single_file", "tiny_transformer_config", "TINY_SCHEDULERS"]
+__all__ = [
+    "write_tiny_checkpoint",
+    "write_single_file",
+    "tiny_transformer_config",
+    "check_version_variant",
+    "TINY_SCHEDULERS",
+]
 
 TINY_SCHEDULERS = {
     # V5.1 is a flow-matching model.
@@ -55,6 +61,7 @@ def write_tiny_checkpoint(
     """Write a complete tiny checkpoint of ``version``/``variant`` in the ``original`` or ``diffusers`` layout."""
     folder = Path(folder)
     variant = Variant(variant)
+    check_version_variant(version, variant)  # before anything is written: no half-written folder
     if version == "V5.1":
         write_tiny_qwen2vl(folder)
         text_dim, text_dim_t5 = _text_width(folder, "text_encoder"), None

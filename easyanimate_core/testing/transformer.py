@@ -35,14 +35,19 @@ def in_channels_for(variant: Variant, version: str, c: int = LATENT_CHANNELS) ->
     }[variant]
 
 
+def check_version_variant(version: str, variant: Variant | str) -> None:
+    """ValueError unless EasyAnimate publishes ``variant`` checkpoints for ``version`` (checked before writing)."""
+    if version not in ("V5", "V5.1"):
+        raise ValueError(f"version must be 'V5' or 'V5.1', got {version!r}")
+    if Variant(variant) == Variant.CAMERA and version == "V5":
+        raise ValueError("Control-Camera checkpoints exist for V5.1 only")
+
+
 def tiny_transformer_config(
     variant: Variant = Variant.T2V, version: str = "V5.1", text_dim: int = 32, text_dim_t5: int | None = None
 ) -> dict:
     """An original-layout ``transformer/config.json`` for a 2-layer, 32-wide model of ``variant``."""
-    if version not in ("V5", "V5.1"):
-        raise ValueError(f"version must be 'V5' or 'V5.1', got {version!r}")
-    if variant == Variant.CAMERA and version == "V5":
-        raise ValueError("Control-Camera checkpoints exist for V5.1 only")
+    check_version_variant(version, variant)
     cfg = {
         "_class_name": "EasyAnimateTransformer3DModel",
         "num_attention_heads": 2,
