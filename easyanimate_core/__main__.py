@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable
 
@@ -37,6 +38,17 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a float that is not inf or nan (which would make an all-NaN video)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=list(DTYPES), help="compute dtype (default: fp32 on cpu, bf16 on cuda)")
@@ -60,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--height", type=int, default=DEFAULTS.height, help="multiple of 16 (default: %(default)s)")
     g.add_argument("--frames", type=int, default=DEFAULTS.frames, help="4k+1 (default: %(default)s)")
     g.add_argument("--steps", type=int, default=DEFAULTS.steps, help="(default: %(default)s)")
-    g.add_argument("--cfg", type=float, default=DEFAULTS.cfg, help="guidance scale (default: %(default)s)")
+    g.add_argument("--cfg", type=finite_float, default=DEFAULTS.cfg, help="guidance scale (default: %(default)s)")
     g.add_argument("--seed", type=int, default=DEFAULTS.seed, help="(default: %(default)s)")
     g.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="default: Flow for V5.1, DDIM for V5")
-    g.add_argument("--shift", type=float, help="Flow timestep shift (default: the checkpoint's)")
+    g.add_argument("--shift", type=finite_float, help="Flow timestep shift (default: the checkpoint's)")
     g.add_argument(
         "--memory-mode",
         choices=list(MEMORY_MODES),
@@ -77,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", choices=COMPILE_BACKENDS, help="torch.compile the transformer blocks with this backend")
     g.add_argument(
         "--teacache",
-        type=float,
+        type=finite_float,
         default=DEFAULT_THRESHOLD,
         help="TeaCache threshold (default: the official 0.08; 0 = off, exact)",
     )
@@ -89,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--start-image", help="image file for the first frame (InP checkpoints)")
     g.add_argument("--end-image", help="image file for the last frame (InP checkpoints)")
     g.add_argument("--video", help="input video (file, folder of frames, or .npy [T,H,W,3] 0..1)")
-    g.add_argument("--denoise", type=float, help="with --video: how much to regenerate, in (0, 1] (default 0.7)")
+    g.add_argument("--denoise", type=finite_float, help="with --video: how much to regenerate, in (0, 1] (default 0.7)")
     g.add_argument("--control-video", help="control video (Control checkpoints), like --video")
     g.add_argument(
         "--continue-from",

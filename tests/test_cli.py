@@ -177,6 +177,17 @@ def test_bad_arguments_fail_fast_in_one_line(capsys, extra, message):
     assert message in one_line_error(capsys)
 
 
+@pytest.mark.parametrize("option", ["--cfg", "--shift", "--teacache", "--denoise"])
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e999"])
+def test_non_finite_numbers_are_refused_in_one_line(capsys, option, value):
+    # inf/nan made an all-NaN video with exit status 0 (--cfg inf, --shift nan); argparse refuses them now
+    assert main(["generate", "--model", "/no/such/model", f"{option}={value}"]) == 2
+    assert one_line_error(capsys) == (
+        f"python -m easyanimate_core generate: error: argument {option}: must be a finite number, got {value!r} "
+        "(see --help)"
+    )
+
+
 def test_missing_attention_package_fails_fast(capsys, monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)  # no optional package installed
     assert main(["generate", "--model", "/no/such/model", "--attention", "flash3"]) != 0
