@@ -196,7 +196,12 @@ def request_from_args(args: argparse.Namespace, device: str, clip: torch.Tensor 
     def on_device(t):
         return None if t is None else t.to(device)  # the engine conditions on the inputs where they are
 
-    read = media.read_video
+    def read(path: str, what: str) -> torch.Tensor:
+        video = media.read_video(path, args.frames)
+        if video.shape[1] < args.frames:  # said now, not after the models have loaded
+            raise ValueError(f"the {what} {path} has {video.shape[1]} frames but --frames is {args.frames}; lower it")
+        return video
+
     return Request(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
@@ -215,8 +220,8 @@ def request_from_args(args: argparse.Namespace, device: str, clip: torch.Tensor 
             else (clip[:, clip.shape[1] - overlap_of(args) :] if clip is not None else None)
         ),
         end_image=on_device(media.read_image(args.end_image) if args.end_image else None),
-        video=on_device(read(args.video, args.frames) if args.video else None),
-        control_video=on_device(read(args.control_video, args.frames) if args.control_video else None),
+        video=on_device(read(args.video, "input video") if args.video else None),
+        control_video=on_device(read(args.control_video, "control video") if args.control_video else None),
     )
 
 

@@ -41,6 +41,25 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x)).clamp(0, 1).permute(3, 0, 1, 2)  # [T,H,W,3] -> [3,T,H,W]
 
 
+def _checked_npy(x: np.ndarray, path: Path) -> np.ndarray:
+    """A ``.npy`` video [T, H, W, 3] (or [T, H, W, 1|4], [T, H, W]), refusing what would be misread silently."""
+    if x.ndim == 3 and x.shape[-1] in (3, 4):
+        raise ValueError(
+            f"{path} holds one image {list(x.shape)}, not a video [T, H, W, 3]: save it with a frame axis "
+            "(array[None]), or pass it as an image"
+        )
+    if x.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"{path} holds {x.dtype} values: save uint8 0..255 or float 0..1 frames")
+        low, high = float(np.min(x)), float(np.max(x))  # also NaN, which min/max return
+        if not 0 <= low <= high <= 1:
+            raise ValueError(
+                f"{path} holds float values from {low:g} to {high:g}; float frames must be in 0..1 "
+                "(divide 0..255 frames by 255, or save them as uint8)"
+            )
+    return x
+
+
 def read_image(path: str | Path) -> torch.Tensor:
     """An image file -> [3, H, W] float32 in 0..1 (the first frame of an animated file)."""
     path = _exists(Path(path), "image")
@@ -75,7 +94,7 @@ def read_video(path: str | Path, max_frames: int | None = None) -> torch.Tensor:
                 raise ValueError(f"the frames in {path} have different sizes: {sorted(sizes)}")
             return _to_tensor(np.stack(frames))
         if suffix == ".npy":
-            return _to_tensor(np.load(path, mmap_mode="r", allow_pickle=False)[:max_frames])
+            return _to_tensor(_checked_npy(np.load(path, mmap_mode="r", allow_pickle=False)[:max_frames], path))
         if suffix in ANIMATED_SUFFIXES:
             with Image.open(path) as im:
                 frames = [np.asarray(f.convert("RGB")) for f in islice(ImageSequence.Iterator(im), max_frames)]

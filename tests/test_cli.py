@@ -85,6 +85,33 @@ def test_image_to_video_with_start_image(ckpts, api, tmp_path, start_png):
     assert np.abs(np.load(tmp_path / "t2v.npy") - expected).max() > 1e-2
 
 
+def test_npy_videos_that_would_be_misread_are_refused(tmp_path):
+    video = np.random.default_rng(0).random((5, 48, 64, 3), dtype=np.float32)
+    np.save(tmp_path / "ok.npy", video)
+    assert torch.equal(
+        media.read_video(tmp_path / "ok.npy", max_frames=3), torch.from_numpy(video[:3]).permute(3, 0, 1, 2)
+    )
+    cases = [
+        (video[0], r"holds one image \[48, 64, 3\], not a video \[T, H, W, 3\]"),  # was 48 frames 3 pixels tall
+        (video * 255, r"holds float values from .* to 25\d.*; float frames must be in 0\.\.1"),  # was clamped white
+        (np.where(video > 0.5, np.nan, video), r"float frames must be in 0\.\.1"),
+        ((video * 100).astype(np.int64), "holds int64 values"),
+    ]
+    for array, message in cases:
+        np.save(tmp_path / "bad.npy", array)
+        with pytest.raises(ValueError, match=message):
+            media.read_video(tmp_path / "bad.npy")
+
+
+def test_short_input_videos_are_refused_before_loading(tmp_path, capsys):
+    np.save(tmp_path / "five.npy", np.zeros((5, 48, 64, 3), dtype=np.float32))
+    for flag, what in (("--control-video", "control video"), ("--video", "input video")):
+        argv = ["generate", "--model", str(tmp_path / "no-such-model"), "--prompt", PROMPT, *SIZE, flag,
+                str(tmp_path / "five.npy"), "--out", str(tmp_path / "x.npy")]  # fmt: skip
+        assert main(argv + (["--denoise", "0.5"] if flag == "--video" else [])) != 0
+        assert f"the {what} {tmp_path / 'five.npy'} has 5 frames but --frames is 9; lower it" in one_line_error(capsys)
+
+
 def test_video_to_video_from_frame_folder(ckpts, api, tmp_path):
     frames = tmp_path / "frames"
     frames.mkdir()
