@@ -49,6 +49,17 @@ def finite_float(text: str) -> float:
     return value
 
 
+def seed_int(text: str) -> int:
+    """argparse type: a seed torch's generators take, 0 to 2**64 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {2**64 - 1}, got {text}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=list(DTYPES), help="compute dtype (default: fp32 on cpu, bf16 on cuda)")
@@ -73,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--frames", type=int, default=DEFAULTS.frames, help="4k+1 (default: %(default)s)")
     g.add_argument("--steps", type=int, default=DEFAULTS.steps, help="(default: %(default)s)")
     g.add_argument("--cfg", type=finite_float, default=DEFAULTS.cfg, help="guidance scale (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=DEFAULTS.seed, help="(default: %(default)s)")
+    g.add_argument("--seed", type=seed_int, default=DEFAULTS.seed, help="(default: %(default)s)")
     g.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="default: Flow for V5.1, DDIM for V5")
     g.add_argument("--shift", type=finite_float, help="Flow timestep shift (default: the checkpoint's)")
     g.add_argument(
@@ -118,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--version", choices=["V5.1", "V5"], default="V5.1")
     t.add_argument("--variant", choices=[v.value for v in Variant], default="InP")
     t.add_argument("--layout", choices=["original", "diffusers"], default="original")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=seed_int, default=0)
     t.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
     t.set_defaults(func=cmd_tiny)
 
@@ -126,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="output", help="folder (default: %(default)s)")
     for name, value in DEMO_SIZE.items():
         d.add_argument(f"--{name}", type=int, default=value, help="(default: %(default)s)")
-    d.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    d.add_argument("--seed", type=seed_int, default=DEFAULTS.seed)
     _common(d)
     d.set_defaults(func=cmd_demo)
     return parser

@@ -270,6 +270,7 @@ def noise_mask_conditioning(
             f"the noise mask has {count} frames but the latent holds a {frames}-frame video: give one mask for all "
             f"frames or {frames} (one per frame)"
         )
+    check_mask_aspect(tuple(noise_mask.shape[-2:]), (height, width), width, height)  # as Inpaint Video's masks
     keep = on_latent_grid(fit_mask(noise_mask.float(), width, height, frames), latent_shape)
     return Conditioning(inpaint=cond.inpaint, control=cond.control, init_latents=latents, keep_mask=keep)
 

@@ -23,7 +23,7 @@ from .conditioning import check_size
 from .frames import join_clips
 from .memory import MemoryPolicy
 from .pipeline import NO_OFFLOAD, Models, Request, decode, generate
-from .runner import check_speed_options
+from .runner import check_device, check_speed_options
 from .schedulers import read_scheduler_config
 
 log = logging.getLogger("EasyAnimate")
@@ -65,18 +65,7 @@ def pick_device(name: str | None) -> str:
     """``--device`` (default: cuda if available, else cpu), checked before anything loads."""
     if name is None:
         return default_device()
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a device: use cpu, cuda, cuda:1, mps, ...") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu")
-        if device.index is not None and device.index >= count:
-            raise ValueError(f"--device {name}: there are {count} CUDA devices (cuda:0 to cuda:{count - 1})")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {name}: this torch sees no Apple GPU; use --device cpu")
+    check_device(name, "--device")
     return name
 
 
@@ -211,7 +200,7 @@ def request_from_args(args: argparse.Namespace, device: str, clip: torch.Tensor 
         steps=args.steps,
         cfg=args.cfg,
         seed=args.seed,
-        scheduler=args.scheduler or "Flow",
+        scheduler=args.scheduler,  # None: the version's default (generate)
         shift=args.shift,
         denoise=(args.denoise or 0.7) if args.video else 1.0,
         start_image=on_device(
@@ -242,8 +231,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     speed = dict(attention=args.attention, compile=args.compile, teacache=args.teacache, fp8_matmul=args.fp8_matmul)
     check_speed_options(memory, **speed)  # before loading anything
     models = load_models(args, dtype, device, memory)
-    if args.scheduler is None and models.transformer.config.version == "V5":
-        req = replace(req, scheduler="DDIM")  # V5 is a DDPM-family model; Flow is V5.1's
     frames = render(models, req, device=device, dtype=dtype, quiet=args.quiet, memory=memory, speed=speed)
     if clip is not None:  # the continued clip, then the new one: one long video
         frames = join_clips(clip.permute(1, 2, 3, 0), frames, overlap_of(args))

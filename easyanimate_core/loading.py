@@ -197,9 +197,16 @@ def _assign(model: torch.nn.Module, sd: dict[str, torch.Tensor], what: str, repo
     try:
         result = model.load_state_dict(sd, strict=False, assign=True)
     except RuntimeError as e:  # size mismatches: the weights belong to another size or variant than the config
+        lines = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+        shown = "; ".join(lines[:3]) + (f"; and {len(lines) - 3} more" if len(lines) > 3 else "")
+        hint = (
+            "; a single VAE file takes its config from <name>.json beside it (else the V5.x VAE's)"
+            if what == "VAE"
+            else ""
+        )
         raise ValueError(
-            f"the {what} weights in {', '.join(report.files)} do not fit its config: {e}".rstrip()
-            + "\n(a config.json from another model size, or a single file whose config cannot be inferred)"
+            f"the {what} weights in {', '.join(report.files)} do not fit its config ({shown or str(e).strip()}): "
+            f"a config.json from another model size, or a single file whose config cannot be inferred{hint}"
         ) from e
     report.missing, report.unexpected = list(result.missing_keys), list(result.unexpected_keys)
     # Block weights by the name of a weight our blocks have (extras such as a stray lora_A are only warned about):

@@ -118,6 +118,13 @@ def check_output(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"output {path} must end with one of {', '.join(OUTPUT_SUFFIXES)}")
+    if path.is_dir():
+        raise ValueError(f"output {path} is a folder: name a file in it")
+    for parent in path.parents:  # a file where a folder of the path should be: the write would fail at the end
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"output {path}: {parent} is a file, not a folder")
+            break
     return path
 
 

@@ -18,7 +18,7 @@ from .configs import Variant
 from .frames import fit_image, frames_to_video
 from .handles import TextEncoderHandle, TransformerHandle, VAEHandle
 from .memory import MemoryPolicy, on_device
-from .runner import check_speed_options, encode_prompts, run_sampler, vae_decode
+from .runner import check_device, check_dtype, check_speed_options, encode_prompts, run_sampler, vae_decode
 from .sampling import Conditioning
 from .teacache import DEFAULT_THRESHOLD
 from .transformer import EasyAnimateTransformer
@@ -39,7 +39,7 @@ class Request:
     steps: int = 50
     cfg: float = 6.0
     seed: int = 43
-    scheduler: str = "Flow"
+    scheduler: str | None = None  # None: Flow for V5.1, DDIM for V5 (each version's family, as the CLI)
     shift: float | None = None
     guidance_rescale: float = 0.0
     denoise: float = 1.0
@@ -62,9 +62,9 @@ class Models:
     extras: dict = field(default_factory=dict)
 
 
-def fit_video(video: torch.Tensor, width: int, height: int, frames: int) -> torch.Tensor:
+def fit_video(video: torch.Tensor, width: int, height: int, frames: int, what: str = "input video") -> torch.Tensor:
     """[3, T, H, W] 0..1 -> [1, 3, frames, height, width] -1..1 (too few frames is an error)."""
-    return frames_to_video(_first_frames(video, frames, "input video"), width, height, frames)
+    return frames_to_video(_first_frames(video, frames, what), width, height, frames)
 
 
 def _first_frames(video: torch.Tensor, frames: int, what: str) -> torch.Tensor:
@@ -132,7 +132,7 @@ def _control_conditioning(vh: VAEHandle, cfg, req: Request, place: dict) -> Cond
     """Control / Control-Camera: control video (zeros without one) or camera path, optional ref image, and the
     input video's latents for video-to-video."""
     w, h, n = req.width, req.height, req.frames
-    control = fit_video(req.control_video, w, h, n) if req.control_video is not None else None
+    control = fit_video(req.control_video, w, h, n, "control video") if req.control_video is not None else None
     ref = fit_image(req.ref_image, w, h)[None] if req.ref_image is not None else None
     camera = req.camera[None] if req.camera is not None else None
     latent_size = C.latent_shape(vh.vae, w, h, n)[2:]
@@ -190,6 +190,7 @@ def generate(
     """
     C.check_size(req.width, req.height, req.frames)
     check_speed_options(memory, attention, compile, teacache, fp8_matmul)
+    check_device(device), check_device(offload, "offload"), check_dtype(dtype)
     if models.text_encoder is None:
         raise ValueError("generation from a prompt needs a text encoder")
     device, offload = torch.device(device), torch.device(offload)
@@ -199,13 +200,14 @@ def generate(
     shape = C.latent_shape(models.vae, req.width, req.height, req.frames)
     cond = build_conditioning(models, req, device=device, offload=offload, memory=memory, tile=tile)
     cond = builders.sampler_conditioning(models.transformer.config, shape, cond)
+    scheduler = req.scheduler or ("DDIM" if models.transformer.config.version == "V5" else "Flow")
     handle = TransformerHandle(
         models.transformer, dtype, memory, scheduler_config=models.scheduler_config, attention=attention,
         compile=compile, compiled=models.extras.setdefault(("compiled", compile), {}) if compile else {},
         fp8_matmul=fp8_matmul,
     )  # fmt: skip
     latents = run_sampler(
-        handle, embeds, shape, steps=req.steps, cfg=req.cfg, seed=req.seed, scheduler=req.scheduler,
+        handle, embeds, shape, steps=req.steps, cfg=req.cfg, seed=req.seed, scheduler=scheduler,
         shift=req.shift, guidance_rescale=req.guidance_rescale, denoise=req.denoise, cond=cond, device=device,
         offload=offload, progress=progress, should_stop=should_stop, teacache=teacache, stats=stats,
     )  # fmt: skip

@@ -112,6 +112,32 @@ def run_sampler(
     return latents.cpu()
 
 
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_device(name: str | torch.device, what: str = "device") -> torch.device:
+    """``name`` as a torch.device this torch can compute on, else a ValueError saying what to use instead."""
+    cpu = f"{what} cpu" if what.startswith("--") else f"{what}='cpu'"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{what} {name!r} is not a device: use cpu, cuda, cuda:1, mps, ...") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{what} {name}: this torch ({torch.__version__}) sees no CUDA GPU; use {cpu}")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{what} {name}: there are {count} CUDA devices (cuda:0 to cuda:{count - 1})")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{what} {name}: this torch sees no Apple GPU; use {cpu}")
+    return device
+
+
+def check_dtype(dtype: torch.dtype) -> None:
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"the compute dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+
+
 COMPILE_BACKENDS = ("inductor", "cudagraphs", "aot_eager")  # torch.compile backends offered for the blocks
 
 

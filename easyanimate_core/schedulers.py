@@ -91,7 +91,9 @@ def build_scheduler(name: str, config: dict[str, Any] | None, shift: float | Non
     overrides = {}
     if shift is not None:
         if name != "Flow":
-            raise ValueError("shift applies to the 'Flow' scheduler only")
+            raise ValueError(
+                f"shift applies to the 'Flow' scheduler (V5.1 models) only; this run uses {name!r}: leave shift unset"
+            )
         if not 0 < shift < float("inf"):  # also NaN
             raise ValueError(f"shift must be a positive number, got {shift}")
         overrides["shift"] = float(shift)

@@ -191,6 +191,10 @@ def one_line_error(capsys) -> str:
         (["--transformer", "t.safetensors"], "--model loads a whole checkpoint folder"),
         (["--resident-blocks", "3"], "--resident-blocks applies to --memory-mode block_swap, not none"),
         (["--device", "foo"], "--device 'foo' is not a device"),
+        (["--seed", str(2**64)], "argument --seed: must be from 0 to 18446744073709551615"),  # was an overflow
+        (["--seed", "-1"], "argument --seed: must be from 0 to"),
+        (["--out", "README.md/clip.npy"], "README.md is a file, not a folder"),  # was found after sampling
+        (["--out", "tests"], "must end with one of"),
         pytest.param(
             ["--device", "cuda"],
             "sees no CUDA GPU; use --device cpu",

@@ -747,6 +747,7 @@ def test_api_refuses_inputs_a_variant_would_ignore(env, engine):
         (CAMERA, dict(camera=camera.plucker_embedding(camera.preset("Pan Left", 1.0, 9), 64, 48),
                       control_video=video), "takes a camera path, not a control video"),
         (INP, dict(ref_image=torch.rand(3, 48, 64)), "a reference image needs a Control or Control-Camera checkpoint"),
+        (CONTROL, dict(control_video=video[:, :5]), "the control video has 5 frames but 9 are requested"),
     ]  # fmt: skip
     for ckpt, extra, message in cases:
         with pytest.raises(ValueError, match=message):

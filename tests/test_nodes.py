@@ -599,6 +599,10 @@ def test_latent_noise_mask_keeps_the_video_where_it_is_zero(env, run):
         noise_mask_conditioning(Conditioning(), torch.ones(4, 1, 48, 64), encoded, tuple(encoded.shape))
     with pytest.raises(ValueError, match="use one"):
         noise_mask_conditioning(Conditioning(keep_mask=keep), left, encoded, tuple(encoded.shape))
+    half = noise_mask_conditioning(Conditioning(), left[:, ::2, ::2], encoded, tuple(encoded.shape)).keep_mask
+    assert torch.equal(half, keep)  # the same aspect ratio at another size is scaled
+    with pytest.raises(ValueError, match="the mask is 64x64 but the video is 64x48: give a mask of the video's aspect"):
+        noise_mask_conditioning(Conditioning(), torch.ones(1, 64, 64), encoded, tuple(encoded.shape))  # was cropped
 
 
 def test_sampler_refuses_an_empty_latent_batch_before_any_model_work(env, monkeypatch):

@@ -201,6 +201,34 @@ def test_bad_input_is_a_clear_error(loaded, kw, message):
         generate(loaded["t2v"], req)
 
 
+def test_the_default_scheduler_follows_the_version(loaded):
+    """Request() leaves the scheduler to the model: Flow for V5.1, DDIM for V5 (Flow on V5 is an error)."""
+    req = Request(prompt=PROMPT, steps=2, cfg=1.0, seed=3, **SIZE)
+    assert req.scheduler is None
+    v5 = generate(loaded["v5"], req, output="latents")
+    assert torch.equal(v5, generate(loaded["v5"], replace(req, scheduler="DDIM"), output="latents"))
+    t2v = generate(loaded["t2v"], req, output="latents")
+    assert torch.equal(t2v, generate(loaded["t2v"], replace(req, scheduler="Flow"), output="latents"))
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        (dict(device="bogus"), "device 'bogus' is not a device"),  # was a raw RuntimeError
+        (dict(offload=3.5), "offload 3.5 is not a device"),
+        (dict(dtype=torch.int8), "the compute dtype must be torch.float32, torch.bfloat16 or torch.float16"),
+        pytest.param(
+            dict(device="cuda"),
+            "sees no CUDA GPU; use device='cpu'",  # was an AssertionError from torch
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present"),
+        ),
+    ],
+)
+def test_generate_checks_device_and_dtype_first(loaded, kw, message):
+    with pytest.raises(ValueError, match=message):
+        generate(loaded["t2v"], Request(prompt=PROMPT, steps=2, cfg=1.0, **SIZE), **kw)
+
+
 def test_reference_noise_is_added_on_the_video_device():
     """The noise comes from the CPU generator (reproducible across devices) but is added on the video's device.
 
