@@ -71,6 +71,11 @@ def read_image(path: str | Path) -> torch.Tensor:
     return _to_tensor(rgb[None])[:, 0]
 
 
+def _read_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:  # closed at once: a long frame folder would otherwise hold a file per frame
+        return np.asarray(im.convert("RGB"))
+
+
 def _natural_key(path: Path) -> list:
     return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", path.name)]
 
@@ -88,7 +93,7 @@ def read_video(path: str | Path, max_frames: int | None = None) -> torch.Tensor:
             files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
             if not files:
                 raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in the frame folder {path}")
-            frames = [np.asarray(Image.open(f).convert("RGB")) for f in files[:max_frames]]
+            frames = [_read_rgb(f) for f in files[:max_frames]]
             sizes = {f.shape for f in frames}
             if len(sizes) > 1:
                 raise ValueError(f"the frames in {path} have different sizes: {sorted(sizes)}")

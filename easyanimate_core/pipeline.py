@@ -188,6 +188,8 @@ def generate(
     ``memory`` places the models for each stage (see memory.py): with an offloading policy each model is on
     ``device`` only while it works and returns to ``offload`` afterwards; block swap streams blocks.
     """
+    if output not in ("frames", "latents"):
+        raise ValueError(f"output must be 'frames' or 'latents', got {output!r}")
     C.check_size(req.width, req.height, req.frames)
     check_speed_options(memory, attention, compile, teacache, fp8_matmul)
     check_device(device), check_device(offload, "offload"), check_dtype(dtype)

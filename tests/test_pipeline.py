@@ -217,6 +217,7 @@ def test_the_default_scheduler_follows_the_version(loaded):
         (dict(device="bogus"), "device 'bogus' is not a device"),  # was a raw RuntimeError
         (dict(offload=3.5), "offload 3.5 is not a device"),
         (dict(dtype=torch.int8), "the compute dtype must be torch.float32, torch.bfloat16 or torch.float16"),
+        (dict(output="video"), "output must be 'frames' or 'latents', got 'video'"),  # frames were returned
         pytest.param(
             dict(device="cuda"),
             "sees no CUDA GPU; use device='cpu'",  # was an AssertionError from torch
