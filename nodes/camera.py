@@ -77,11 +77,35 @@ class EasyAnimateCameraPreset:
                     },
                 ),
                 "frames": _frames_input("camera path"),
-            }
+            },
+            "optional": {
+                name: (
+                    "FLOAT",
+                    {
+                        "default": default,
+                        "min": 0.01 if name in ("fx", "fy") else 0.0,
+                        "max": 4.0 if name in ("fx", "fy") else 1.0,
+                        "step": 0.000000001 if name in ("fx", "fy") else 0.01,  # the official node's steps
+                        "tooltip": tip + " The default is the official workflow's (square pixels at 16:9).",
+                    },
+                )
+                for name, default, tip in zip(
+                    ("fx", "fy", "cx", "cy"),
+                    camera.DEFAULT_INTRINSICS,
+                    (
+                        "Focal length as a fraction of the frame width (smaller = wider view).",
+                        "Focal length as a fraction of the frame height.",
+                        "Principal point x as a fraction of the width (0.5 = centre).",
+                        "Principal point y as a fraction of the height (0.5 = centre).",
+                    ),
+                )
+            },
         }
 
-    def make(self, motion: str, speed: float, frames: int):
-        return (CameraPath(tuple(camera.preset(motion, speed, frames))),)
+    def make(self, motion: str, speed: float, frames: int, **intrinsics: float):
+        """``fx, fy, cx, cy`` as the official CameraTrajectory node sets them (defaults: the official workflow's)."""
+        values = tuple(intrinsics.get(k, d) for k, d in zip(("fx", "fy", "cx", "cy"), camera.DEFAULT_INTRINSICS))
+        return (CameraPath(tuple(camera.preset(motion, speed, frames, intrinsics=values))),)
 
 
 class EasyAnimateCameraCombine:

@@ -408,6 +408,14 @@ def test_camera_nodes_build_the_paths(env):
         camera.preset("Pan Up", 0.5, 5), camera.preset("CW", 2.0, 5), camera.preset("Pan Up", 0.5, 5)
     )
     assert all(np.array_equal(x.w2c, y.w2c) for x, y in zip(chained.poses, expected))
+    assert all(p.intrinsics == camera.DEFAULT_INTRINSICS for p in a.poses)  # the official workflow's by default
+    (wide,) = nodes["EasyAnimateCameraPreset"]().make("Pan Up", 0.5, 5, fx=0.4, fy=0.711, cx=0.45, cy=0.5)
+    assert all(p.intrinsics == (0.4, 0.711, 0.45, 0.5) for p in wide.poses)  # as the official CameraTrajectory node
+    rays, default_rays = (camera.plucker_embedding(list(p.poses), 64, 48) for p in (wide, a))
+    assert torch.allclose(
+        rays, camera.plucker_embedding(camera.preset("Pan Up", 0.5, 5, (0.4, 0.711, 0.45, 0.5)), 64, 48)
+    )
+    assert not torch.allclose(rays, default_rays)  # the rays follow the focal length
 
 
 def test_load_camera_pose_file(env):
