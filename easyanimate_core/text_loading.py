@@ -71,9 +71,22 @@ def _resolve_paths(folder_or_paths) -> dict[str, Path]:
     return paths
 
 
-def _check_tokenizer_folder(folder: Path) -> None:
+_TOKENIZER_FAMILY = {"qwen2vl": ("qwen", "Qwen2-VL"), "bert": ("bert", "Bert"), "t5": ("t5", "T5")}
+
+
+def _check_tokenizer_folder(folder: Path, encoder: str) -> None:
+    """A tokenizer folder with files, whose tokenizer_config.json (when it names a class) is for ``encoder``: a
+    tokenizer of another model would load and encode, into token ids that mean nothing to the encoder."""
     if not any(folder.iterdir()):
         raise ValueError(f"tokenizer folder {folder} is empty; {_EXPECTED_LAYOUT}")
+    config = folder / "tokenizer_config.json"
+    named = read_json(config).get("tokenizer_class") if config.is_file() else None
+    family, label = _TOKENIZER_FAMILY[encoder]
+    if isinstance(named, str) and family not in named.lower():
+        raise ValueError(
+            f"{folder} holds a {named} but the text encoder is {label}: the tokenizer belongs to another model; "
+            "use the tokenizer that came with the text encoder"
+        )
 
 
 def _from_pretrained(cls, folder: Path, dtype: torch.dtype):
@@ -146,7 +159,8 @@ def load_text_encoder(
 
     paths = _resolve_paths(folder_or_paths)
     detected = _detect(_read_config(paths["text_encoder"]))
-    _check_tokenizer_folder(paths["tokenizer"])
+    if detected in _TOKENIZER_FAMILY:  # else the error below names the unsupported encoder
+        _check_tokenizer_folder(paths["tokenizer"], detected)
 
     if detected == "qwen2vl":
         model = _from_pretrained(Qwen2VLForConditionalGeneration, paths["text_encoder"], dtype)
@@ -160,7 +174,7 @@ def load_text_encoder(
         for key in ("text_encoder_2", "tokenizer_2"):
             if key not in paths or not paths[key].is_dir():
                 raise ValueError(f"Bert text encoder found (V5) but {key}/ is missing; {_EXPECTED_LAYOUT}")
-        _check_tokenizer_folder(paths["tokenizer_2"])
+        _check_tokenizer_folder(paths["tokenizer_2"], "t5")
         detected_2 = _detect(_read_config(paths["text_encoder_2"]))
         if detected_2 != "t5":
             raise ValueError(

@@ -322,3 +322,19 @@ def test_text_encoder_weights_missing_from_the_files_are_an_error(qwen_dir, tmp_
     ):
         load_text_encoder(folder, dtype=torch.float32)
     assert load_text_encoder(qwen_dir, dtype=torch.float32).kind == "qwen2vl"  # the matching pair loads
+
+
+def test_a_tokenizer_of_another_model_is_an_error(qwen_dir, bert_t5_dir, tmp_path):
+    """It would load and encode into token ids that mean nothing to the encoder."""
+    folder = shutil.copytree(qwen_dir, tmp_path / "mixed")
+    shutil.rmtree(folder / "tokenizer")
+    shutil.copytree(bert_t5_dir / "tokenizer", folder / "tokenizer")
+    with pytest.raises(
+        ValueError, match=r"holds a BertTokenizer but the text encoder is Qwen2-VL: the tokenizer belongs"
+    ):
+        load_text_encoder(folder, dtype=torch.float32)
+    v5 = shutil.copytree(bert_t5_dir, tmp_path / "v5")
+    shutil.rmtree(v5 / "tokenizer_2")
+    shutil.copytree(bert_t5_dir / "tokenizer", v5 / "tokenizer_2")  # Bert's where T5's belongs
+    with pytest.raises(ValueError, match=r"tokenizer_2 holds a BertTokenizer but the text encoder is T5"):
+        load_text_encoder(v5, dtype=torch.float32)
