@@ -258,7 +258,8 @@ def noise_mask_conditioning(
 ) -> Conditioning:
     """``cond`` with a LATENT's ``noise_mask`` (ComfyUI's Set Latent Noise Mask: [N, 1, H, W] or [N, H, W],
     1 = regenerate, one mask or one per video frame) as its keep mask: like KSampler, each step puts back the
-    latents' own content, noised to the step's level, where the mask is 0."""
+    latents' own content, noised to the step's level, where the mask is 0; a mask of another size is stretched
+    to the video's, as KSampler does."""
     if cond.keep_mask is not None:
         raise ValueError(
             "the latent has a noise mask and the conditioning (EasyAnimate Inpaint Video) has a mask too: use one"
@@ -270,8 +271,7 @@ def noise_mask_conditioning(
             f"the noise mask has {count} frames but the latent holds a {frames}-frame video: give one mask for all "
             f"frames or {frames} (one per frame)"
         )
-    check_mask_aspect(tuple(noise_mask.shape[-2:]), (height, width), width, height)  # as Inpaint Video's masks
-    keep = on_latent_grid(fit_mask(noise_mask.float(), width, height, frames), latent_shape)
+    keep = on_latent_grid(fit_mask(noise_mask.float(), width, height, frames, stretch=True), latent_shape)
     return Conditioning(inpaint=cond.inpaint, control=cond.control, init_latents=latents, keep_mask=keep)
 
 

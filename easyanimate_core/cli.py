@@ -29,7 +29,7 @@ from .schedulers import read_scheduler_config
 log = logging.getLogger("EasyAnimate")
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULTS = Request()  # the official V5.1 settings: 672x384, 49 frames, 50 steps, cfg 6, Flow, seed 43
+DEFAULTS = Request()  # the official settings: 672x384, 49 frames, 50 steps, cfg 6, seed 43 (scheduler: per version)
 # The negative prompt of EasyAnimate's predict scripts.
 NEGATIVE_PROMPT = "Twisted body, limb deformities, text captions, comic, static, ugly, error, messy code."
 

@@ -88,9 +88,12 @@ def join_clips(first: torch.Tensor, second: torch.Tensor, overlap: int) -> torch
     return torch.cat([first[:kept], blended, second[overlap:]]).clamp(0, 1)
 
 
-def fit_mask(mask: torch.Tensor, width: int, height: int, frames: int, *, resample: bool = False) -> torch.Tensor:
+def fit_mask(
+    mask: torch.Tensor, width: int, height: int, frames: int, *, resample: bool = False, stretch: bool = False
+) -> torch.Tensor:
     """MASK [N, H, W], [H, W] or [N, 1, H, W] (1 = regenerate; one mask for every frame, or one per frame) ->
-    binary mask [1, 1, frames, height, width], scaled to cover and centre-cropped like the video."""
+    binary mask [1, 1, frames, height, width], scaled to cover and centre-cropped like the video, or with
+    ``stretch`` scaled to the size whatever its aspect ratio (KSampler's way with a latent's noise mask)."""
     shape = tuple(mask.shape)
     mask = mask[:, 0] if mask.ndim == 4 and mask.shape[1] == 1 else mask  # [N, 1, H, W] -> [N, H, W]
     mask = mask[None] if mask.ndim == 2 else mask
@@ -104,7 +107,10 @@ def fit_mask(mask: torch.Tensor, width: int, height: int, frames: int, *, resamp
     else:
         index = C.frame_indices(mask.shape[0], frames, resample, "mask")
     m = mask[index].float()[:, None].expand(-1, 3, -1, -1)  # [T, H, W] -> [T, 3, H, W] for fit_image
-    m = fit_image(m, width, height)[:, 0]  # [T, H, W] in -1..1
+    if stretch:  # as ComfyUI's prepare_mask: bilinear to the size
+        m = F.interpolate(m[:, :1], size=(height, width), mode="bilinear", align_corners=False)[:, 0] * 2 - 1
+    else:
+        m = fit_image(m, width, height)[:, 0]  # [T, H, W] in -1..1
     return (m > 0).float()[None, None]  # > 0.5 in 0..1, binarised like diffusers' mask processor
 
 

@@ -312,7 +312,8 @@ def load_transformer(
 def load_vae(
     path: str | Path, *, dtype: torch.dtype = torch.float32, config: dict | None = None
 ) -> tuple[MagvitVAE, LoadReport]:
-    """Load the MagViT VAE from a ``vae/`` folder or a single file (a single file uses the V5.x config)."""
+    """Load the MagViT VAE from a ``vae/`` folder or a single file (a single file uses ``<name>.json`` beside it
+    when there is one, else the V5.x config)."""
     path = Path(path)
     report = LoadReport()
     if path.is_dir():
@@ -324,7 +325,8 @@ def load_vae(
     else:
         sd = read_state_dict(path)
         report.files.append(str(path))
-        config = config or {}
+        sidecar = path.with_suffix(".json")  # <name>.json beside <name>.safetensors overrides the V5.x config
+        config = config or (read_json(sidecar) if sidecar.is_file() else {})
     sd = _cast(convert_vae_state_dict(sd), dtype, None)
     if config.get("latent_channels") is None and "quant_conv.weight" in sd:
         config = {**config, "latent_channels": sd["quant_conv.weight"].shape[0] // 2}

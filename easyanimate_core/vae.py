@@ -326,11 +326,13 @@ def retry_in_tiles(
     Each retry starts after the failed attempt's exception is gone, so its activations are freed first; the
     weights are unchanged. When even the smallest tile does not fit, the last out-of-memory error is raised.
     """
+    side = max(height, width)
     while True:
         try:
             return run(tile)
         except OutOfMemoryError:
-            failed = tile.tile_size if tile else max(height, width)
+            tiled = tile is not None and tile.tile_size < side  # a tile as large as the frame runs untiled
+            failed = tile.tile_size if tiled else side
             smaller = smaller_tile(failed)
             if smaller is None:
                 raise
@@ -339,9 +341,13 @@ def retry_in_tiles(
         log.warning(
             "EasyAnimate VAE %s of %dx%d frames ran out of memory %s; retrying in %d-pixel tiles "
             "(turn on `tile` with a tile_size of %d or less to start there)",
-            what, width, height, f"in {failed}-pixel tiles" if tile else "untiled", smaller, smaller,
+            what, width, height, f"in {failed}-pixel tiles" if tiled else "untiled", smaller, smaller,
         )  # fmt: skip
-        tile = VAETiling(smaller, tile.overlap if tile else VAETiling.overlap)
+        # an overlap in pixels becomes the same fraction of the smaller tile (else it could leave no stride)
+        overlap = (
+            VAETiling.overlap if tile is None else tile.overlap if tile.overlap < 1 else tile.overlap / tile.tile_size
+        )
+        tile = VAETiling(smaller, min(overlap, 0.5))
 
 
 def _stitch(rows: list[list[torch.Tensor]], blend: int, keep: int, height: int, width: int) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -174,13 +173,8 @@ class LoadEasyAnimateVAE:
 
     def load(self, vae: str, precision: str, offload: bool):
         path = host.model_path("vae", vae)
-        config_path = os.path.splitext(path)[0] + ".json"
-        config = None
-        if os.path.isfile(config_path):
-            with open(config_path, encoding="utf-8") as f:
-                config = json.load(f)
         dtype = vae_dtype_for(_dtype(precision))
-        model, _ = load_vae(path, dtype=dtype, config=config)
+        model, _ = load_vae(path, dtype=dtype)  # reads <name>.json beside the file when there is one
         return (_vae_handle(model, dtype, MemoryPolicy("model_offload" if offload else "none")),)
 
 

@@ -294,6 +294,9 @@ def test_single_transformer_and_vae_files_with_text_encoder_from_a_folder(checkp
     # Without a config a single VAE file is read as the full-size V5.x VAE; this tiny one does not fit.
     with pytest.raises(ValueError, match=rf"{vae_file.name} do not fit its config \(size mismatch") as info:
         load_vae(vae_file)
+    vae_file.with_suffix(".json").write_text(json.dumps(tiny_vae_config()), encoding="utf-8")
+    beside, _ = load_vae(vae_file)  # <name>.json beside the file is its config (the CLI's --vae and the node)
+    assert_same_state(beside.state_dict(), folder_vae.state_dict())
     message = str(info.value)  # three mismatches and a count, not ~200 lines, and where the config comes from
     assert message.count("size mismatch") == 3 and re.search(r"; and \d+ more\)", message) and "\n" not in message
     assert message.endswith("a single VAE file takes its config from <name>.json beside it (else the V5.x VAE's)")

@@ -601,8 +601,11 @@ def test_latent_noise_mask_keeps_the_video_where_it_is_zero(env, run):
         noise_mask_conditioning(Conditioning(keep_mask=keep), left, encoded, tuple(encoded.shape))
     half = noise_mask_conditioning(Conditioning(), left[:, ::2, ::2], encoded, tuple(encoded.shape)).keep_mask
     assert torch.equal(half, keep)  # the same aspect ratio at another size is scaled
-    with pytest.raises(ValueError, match="the mask is 64x64 but the video is 64x48: give a mask of the video's aspect"):
-        noise_mask_conditioning(Conditioning(), torch.ones(1, 64, 64), encoded, tuple(encoded.shape))  # was cropped
+    wide = torch.zeros(1, 64, 128)
+    wide[:, :, :32] = 1  # regenerate the left quarter of a 2:1 mask (e.g. drawn on wider source frames)
+    quarter = noise_mask_conditioning(Conditioning(), wide, encoded, tuple(encoded.shape)).keep_mask
+    # stretched to the 64x48 video as KSampler does: 2 of the 8 latent columns (a centre crop would leave 1)
+    assert torch.equal(quarter[..., :2], torch.ones(1, 1, 3, 6, 2)) and torch.count_nonzero(quarter[..., 2:]) == 0
 
 
 def test_sampler_refuses_an_empty_latent_batch_before_any_model_work(env, monkeypatch):

@@ -304,3 +304,15 @@ def test_out_of_memory_even_in_the_smallest_tiles_is_raised(pair, monkeypatch) -
         ours.decode(_latents(3, size=24))  # 192 px -> 64-pixel tiles -> none smaller
     assert seen == [24, 8]  # 192 px untiled, then the first 64-pixel tile
     assert all(torch.equal(v, state[k]) for k, v in ours.state_dict().items())
+
+
+def test_out_of_memory_with_a_tile_as_large_as_the_frame_halves_the_frame_not_the_tile(pair, monkeypatch) -> None:
+    """A 4096-pixel tile on 256-pixel frames runs untiled: the retry halves the frame (128), not 4096 (2048, an
+    untiled pass again). A pixel overlap becomes the same fraction of the smaller tile, so a stride remains."""
+    ours, _ = pair
+    z = _latents(3, size=32)  # 256x256 frames
+    with torch.no_grad():
+        want = ours.decode(z, tile=VAETiling(128, overlap=0.125))
+    seen = _out_of_memory_above(ours, "_decode_frames", 16, monkeypatch)  # 128-pixel tiles fit
+    got = ours.decode(z, tile=VAETiling(4096, overlap=512))  # 512 px = 1/8 of the tile
+    assert seen[:2] == [32, 16] and torch.equal(got, want)

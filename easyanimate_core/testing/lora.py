@@ -23,7 +23,7 @@ def write_tiny_lora(path: str | Path, config: dict, *, rank: int = 4, alpha: flo
             shape_in = 4 * dim if target == "ff.net.2" else dim
             shape_out = 4 * dim if target == "ff.net.0.proj" else dim
             key = "lora_unet__" + f"transformer_blocks.{i}.{target}".replace(".", "_")
-            g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+            g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(key.encode())) % 2**63)
             sd[f"{key}.lora_down.weight"] = torch.randn(rank, shape_in, generator=g) / shape_in**0.5
             sd[f"{key}.lora_up.weight"] = torch.randn(shape_out, rank, generator=g) * 0.5
             sd[f"{key}.alpha"] = torch.tensor(float(alpha))

@@ -80,7 +80,7 @@ def tiny_transformer_state_dict(config: dict, seed: int = 0) -> dict[str, torch.
     model = EasyAnimateTransformer(TransformerConfig.from_dict(config))
     sd = {}
     for name, p in sorted(model.state_dict().items()):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
         if name.endswith("norm.weight") or ".norm_" in name or name.endswith("norm3.weight") or "text_proj.0" in name:
             sd[name] = 1 + 0.1 * torch.randn(p.shape, generator=g)
         else:
