@@ -280,7 +280,7 @@ def test_tiny_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert "not an empty folder" in one_line_error(capsys)
     big = tmp_path / "big-seed"  # seed * 1_000_003 passed 2**64 (an overflow from manual_seed) above ~1.8e13
     assert main(["tiny", "--out", str(big), "--seed", str(2**64 - 1)]) == 0, capsys.readouterr().err
-    assert load_checkpoint(big, dtype=torch.float32)[1].variant == "T2V"
+    assert load_checkpoint(big, dtype=torch.float32)[1].variant == "InP"  # the default variant
 
 
 def test_tiny_with_an_invalid_pair_writes_nothing(tmp_path, capsys, monkeypatch):
