@@ -179,17 +179,18 @@ def continuation_conditioning(
 
 
 def in_stages(progress: Progress | None, stages: int) -> Progress | None:
-    """``progress`` for ``stages`` VAE encodes in a row, as one bar: each encode fills the next equal share (an
-    encode's count restarting at or below its last value starts the next share)."""
+    """``progress`` for ``stages`` VAE encodes in a row, as one bar: each encode fills the next equal share (a
+    count restarting after an encode reached its total starts the next share; one restarting before that is the
+    same encode retried in smaller tiles after running out of memory, and stays in its share)."""
     if progress is None or stages <= 1:
         return progress
-    stage, last = 0, 0
+    stage, last, finished = 0, 0, False
 
     def report(done: int, total: int) -> None:
-        nonlocal stage, last
-        if done <= last:
+        nonlocal stage, last, finished
+        if done <= last and finished:
             stage = min(stage + 1, stages - 1)
-        last = done
+        last, finished = done, done >= total
         progress(stage * total + done, stages * total)
 
     return report

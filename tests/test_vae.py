@@ -316,3 +316,15 @@ def test_out_of_memory_with_a_tile_as_large_as_the_frame_halves_the_frame_not_th
     seen = _out_of_memory_above(ours, "_decode_frames", 16, monkeypatch)  # 128-pixel tiles fit
     got = ours.decode(z, tile=VAETiling(4096, overlap=512))  # 512 px = 1/8 of the tile
     assert seen[:2] == [32, 16] and torch.equal(got, want)
+
+
+def test_one_bar_over_several_encodes_survives_an_out_of_memory_retry() -> None:
+    """builders.in_stages: a retried encode restarts its count mid-way; that stays in its share of the bar."""
+    from easyanimate_core.builders import in_stages
+
+    seen = []
+    report = in_stages(lambda done, total: seen.append((done, total)), 2)
+    for done, total in [(1, 12), (2, 12), (3, 12)] + [(d, 20) for d in range(1, 21)] + [(d, 4) for d in (1, 2, 3, 4)]:
+        report(done, total)  # encode 1 fails after 3 of 12 tiles, is retried in 20 smaller ones, then encode 2
+    assert seen[:4] == [(1, 24), (2, 24), (3, 24), (1, 40)]  # the retry restarts within the first share
+    assert seen[22] == (20, 40) and seen[23:] == [(5, 8), (6, 8), (7, 8), (8, 8)]  # then the second share
