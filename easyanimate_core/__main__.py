@@ -63,7 +63,12 @@ def seed_int(text: str) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cuda, cuda:1, cpu, ... (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=list(DTYPES), help="compute dtype (default: fp32 on cpu, bf16 on cuda)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars (errors, warnings, the TeaCache report and the output path still print)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log what is loaded")
 
 

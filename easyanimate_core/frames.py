@@ -21,6 +21,8 @@ def rgb_frames(images: torch.Tensor, what: str = "image") -> torch.Tensor:
         raise ValueError(f"{what} must be an IMAGE [frames, H, W, C], got shape {tuple(images.shape)}")
     if images.ndim == 4 and images.shape[0] == 0:
         raise ValueError(f"{what} is an empty batch: connect an IMAGE with at least one frame")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{what} contains NaN or infinite values: the node that made it went wrong; check its inputs")
     channels = images.shape[-1]
     if channels == 1:
         return images.expand(*images.shape[:-1], 3)  # gray -> RGB

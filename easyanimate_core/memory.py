@@ -13,6 +13,7 @@ with device copies, so a model is unchanged after any error or interrupt.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -144,6 +145,12 @@ def transformer_placement(model: nn.Module, device: torch.device, offload: torch
         return
     resident = min(policy.resident_blocks, len(model.transformer_blocks))
     blocks = model.transformer_blocks
+    if policy.resident_blocks >= len(blocks):
+        logging.getLogger(__name__).warning(
+            "block swap with %d resident blocks keeps all %d of this model's blocks on %s: nothing is streamed and "
+            "memory use is that of memory mode none; set resident blocks below %d to save memory",
+            policy.resident_blocks, len(blocks), device, len(blocks),
+        )  # fmt: skip
     with on_device(model, device, offload, policy, keep=lambda name: name != "transformer_blocks"):
         for block in blocks[:resident]:
             block.to(device)

@@ -62,6 +62,49 @@ class Models:
     extras: dict = field(default_factory=dict)
 
 
+# Request tensors: the shapes each may have (the first dimension is the channels), and whether they are pixels.
+_REQUEST_TENSORS = {
+    "start_image": ("[3, H, W] or [3, K, H, W]", (3, 4), 3),
+    "end_image": ("[3, H, W]", (3,), 3),
+    "video": ("[3, T, H, W]", (4,), 3),
+    "control_video": ("[3, T, H, W]", (4,), 3),
+    "ref_image": ("[3, H, W]", (3,), 3),
+    "mask": ("[H, W] or [T, H, W]", (2, 3), None),
+    "camera": ("[6, T, H, W]", (4,), 6),
+}
+
+
+def check_request(req: Request) -> None:
+    """The request's tensors before any work: torch floats, finite, of their documented layout, pixels and masks
+    in 0..1 (8-bit 0..255 or -1..1 values are an API user's commonest slip and would give a wrong video without an
+    error), and a camera embedding computed for this size and frame count (it is not resampled)."""
+    for name, (layout, ndims, channels) in _REQUEST_TENSORS.items():
+        x = getattr(req, name)
+        if x is None:
+            continue
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"Request.{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
+        if x.ndim not in ndims or (channels is not None and x.shape[0] != channels) or 0 in x.shape:
+            raise ValueError(f"Request.{name} must be {layout}, got shape {tuple(x.shape)}")
+        if not (x.is_floating_point() or x.dtype == torch.bool):
+            raise ValueError(f"Request.{name} is {x.dtype}; give floats in 0..1 (8-bit pixels: x.float() / 255)")
+        x = x.float()
+        if not torch.isfinite(x).all():
+            raise ValueError(f"Request.{name} contains NaN or infinite values")
+        low, high = x.min().item(), x.max().item()
+        if name != "camera" and (low < -0.05 or high > 1.05):
+            raise ValueError(
+                f"Request.{name} has values from {low:.3g} to {high:.3g} but must be in 0..1 "
+                "(8-bit pixels: divide by 255; -1..1 pixels: (x + 1) / 2)"
+            )
+    if req.camera is not None and tuple(req.camera.shape[1:]) != (req.frames, req.height, req.width):
+        raise ValueError(
+            f"Request.camera is {tuple(req.camera.shape)} but the video is {req.frames} frames of "
+            f"{req.width}x{req.height}: compute it with camera.plucker_embedding(poses, {req.width}, {req.height}) "
+            f"for {req.frames} poses"
+        )
+
+
 def fit_video(video: torch.Tensor, width: int, height: int, frames: int, what: str = "input video") -> torch.Tensor:
     """[3, T, H, W] 0..1 -> [1, 3, frames, height, width] -1..1 (too few frames is an error)."""
     return frames_to_video(_first_frames(video, frames, what), width, height, frames)
@@ -191,6 +234,7 @@ def generate(
     if output not in ("frames", "latents"):
         raise ValueError(f"output must be 'frames' or 'latents', got {output!r}")
     C.check_size(req.width, req.height, req.frames)
+    check_request(req)
     check_speed_options(memory, attention, compile, teacache, fp8_matmul)
     check_device(device), check_device(offload, "offload"), check_dtype(dtype)
     if models.text_encoder is None:

@@ -72,6 +72,8 @@ def _resolve_paths(folder_or_paths) -> dict[str, Path]:
 
 
 _TOKENIZER_FAMILY = {"qwen2vl": ("qwen", "Qwen2-VL"), "bert": ("bert", "Bert"), "t5": ("t5", "T5")}
+# tokenizer.json's "model.type" for each encoder's tokenizer: byte-level BPE, WordPiece, SentencePiece Unigram.
+_TOKENIZER_MODEL = {"qwen2vl": "BPE", "bert": "WordPiece", "t5": "Unigram"}
 
 
 def _check_tokenizer_folder(folder: Path, encoder: str) -> None:
@@ -86,6 +88,24 @@ def _check_tokenizer_folder(folder: Path, encoder: str) -> None:
         raise ValueError(
             f"{folder} holds a {named} but the text encoder is {label}: the tokenizer belongs to another model; "
             "use the tokenizer that came with the text encoder"
+        )
+    fast = folder / "tokenizer.json"
+    kind = read_json(fast).get("model", {}).get("type") if fast.is_file() else None
+    if isinstance(kind, str) and kind != _TOKENIZER_MODEL[encoder]:
+        raise ValueError(
+            f"{folder}/tokenizer.json is a {kind} tokenizer but the text encoder is {label} "
+            f"({_TOKENIZER_MODEL[encoder]}): the tokenizer belongs to another model; use the tokenizer that came "
+            "with the text encoder"
+        )
+
+
+def _check_vocabulary(tokenizer, model: torch.nn.Module, folder: Path) -> None:
+    """Token ids the encoder has no embedding for would fail deep inside the first encode."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ValueError(
+            f"{folder} has {len(tokenizer)} tokens but the text encoder embeds only {rows}: the tokenizer belongs "
+            "to another model; use the tokenizer that came with the text encoder"
         )
 
 
@@ -166,6 +186,7 @@ def load_text_encoder(
         model = _from_pretrained(Qwen2VLForConditionalGeneration, paths["text_encoder"], dtype)
         _drop_vision_tower(model)
         tokenizer = Qwen2Tokenizer.from_pretrained(str(paths["tokenizer"]), local_files_only=True)
+        _check_vocabulary(tokenizer, model, paths["tokenizer"])
         if not getattr(tokenizer, "chat_template", None):
             logger.info("%s has no chat template; using Qwen2-VL's", paths["tokenizer"])
             tokenizer.chat_template = QWEN2VL_CHAT_TEMPLATE
@@ -186,6 +207,8 @@ def load_text_encoder(
         model_2 = _from_pretrained(T5EncoderModel, paths["text_encoder_2"], dtype).to(dtype)
         tokenizer = BertTokenizer.from_pretrained(str(paths["tokenizer"]), local_files_only=True)
         tokenizer_2 = T5Tokenizer.from_pretrained(str(paths["tokenizer_2"]), local_files_only=True)
+        _check_vocabulary(tokenizer, model, paths["tokenizer"])
+        _check_vocabulary(tokenizer_2, model_2, paths["tokenizer_2"])
         encoder = TextEncoder("bert_t5", model, tokenizer, model_2, tokenizer_2)
     else:
         raise ValueError(

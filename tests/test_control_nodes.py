@@ -760,3 +760,38 @@ def test_api_refuses_inputs_a_variant_would_ignore(env, engine):
     for ckpt, extra, message in cases:
         with pytest.raises(ValueError, match=message):
             generate(engine(ckpt), Request(**request, **extra))
+
+
+def test_api_checks_request_tensors_before_any_work(env, engine, monkeypatch):
+    """8-bit or -1..1 pixels, NaN, an HWC image and a camera embedding of another size each gave a wrong video (or a
+    puzzling error deep inside) after the text encoder had run; now each is named before anything is loaded."""
+    import easyanimate_core.pipeline as pipeline
+
+    def never(*args, **kwargs):
+        raise AssertionError("work started before the request was checked")
+
+    monkeypatch.setattr(pipeline, "encode_prompts", never)
+    request = dict(prompt=PROMPT, negative_prompt=NEGATIVE, steps=2, cfg=1.0, seed=1, **SIZE)
+    image, video = torch.rand(3, 48, 64), torch.rand(3, 9, 48, 64)
+    nan = image.clone()
+    nan[0, 3, 4] = float("nan")
+    pan = camera.preset("Pan Left", 1.0, 9)
+    cases = [
+        (INP, dict(start_image=(image * 255).to(torch.uint8)), r"start_image is torch.uint8; give floats in 0..1"),
+        (INP, dict(start_image=image * 255), r"start_image has values from .* to 2\d\d but must be in 0..1"),
+        (INP, dict(end_image=image * 2 - 1), r"end_image has values from -\d.* must be in 0..1 .*\(x \+ 1\) / 2"),
+        (INP, dict(start_image=nan), r"start_image contains NaN"),
+        (INP, dict(start_image=image.permute(1, 2, 0)), r"start_image must be \[3, H, W\] or \[3, K, H, W\], got"),
+        (INP, dict(start_image=image.numpy()), r"start_image must be a torch.Tensor"),
+        (INP, dict(video=video, mask=torch.full((48, 64), 2.0)), r"mask has values from 2 to 2"),
+        (CONTROL, dict(control_video=video[:1]), r"control_video must be \[3, T, H, W\]"),
+        (CAMERA, dict(camera=camera.plucker_embedding(pan, 96, 48)), r"camera is \(6, 9, 48, 96\) but the video is 9 "
+         r"frames of 64x48: compute it with camera.plucker_embedding\(poses, 64, 48\)"),
+        (CAMERA, dict(camera=camera.plucker_embedding(pan[:5], 64, 48)), r"camera is \(6, 5, 48, 64\)"),
+    ]  # fmt: skip
+    for ckpt, extra, message in cases:
+        with pytest.raises((ValueError, TypeError), match=message):
+            generate(engine(ckpt), Request(**request, **extra))
+    # A bool mask, and pixels a hair outside 0..1 (a resampling overshoot), are fine: the check lets work start.
+    with pytest.raises(AssertionError, match="work started"):
+        generate(engine(INP), Request(**request, video=video * 1.02, mask=torch.ones(48, 64, dtype=torch.bool)))

@@ -52,6 +52,16 @@ def test_placement_modes_equal_none(model, policy):
     assert torch.equal(run(model, policy), run(model))
 
 
+def test_block_swap_with_every_block_resident_warns(model, caplog):
+    """It runs as memory mode none (nothing streamed), which a user choosing block swap did not mean."""
+    with caplog.at_level("WARNING", logger="easyanimate_core.memory"):
+        run(model, MemoryPolicy("block_swap", 3), steps=1)
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="easyanimate_core.memory"):
+        run(model, MemoryPolicy("block_swap", 9), steps=1)
+    assert "block swap with 9 resident blocks keeps all 4 of this model's blocks" in caplog.text
+
+
 def test_block_swap_interrupted_leaves_the_model_unchanged(model):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     steps = []

@@ -685,6 +685,10 @@ def test_image_to_video_takes_gray_and_rgba_images(env):
         encode(start_image=rgb, end_image=torch.rand(1, 56, 80, 2))
     with pytest.raises(ValueError, match="^start_image is an empty batch"):
         encode(start_image=torch.rand(0, 56, 80, 3))
+    broken = rgb.clone()
+    broken[1, 5, 7, 0] = float("nan")  # an upstream node's NaN gave an all-NaN video without a word
+    with pytest.raises(ValueError, match="^end_image contains NaN or infinite values"):
+        encode(start_image=rgb, end_image=broken)
 
 
 def test_image_to_video_encode_reports_progress_and_stops_on_cancel(env, every_progress_event):

@@ -338,3 +338,45 @@ def test_a_tokenizer_of_another_model_is_an_error(qwen_dir, bert_t5_dir, tmp_pat
     shutil.copytree(bert_t5_dir / "tokenizer", v5 / "tokenizer_2")  # Bert's where T5's belongs
     with pytest.raises(ValueError, match=r"tokenizer_2 holds a BertTokenizer but the text encoder is T5"):
         load_text_encoder(v5, dtype=torch.float32)
+
+
+def _drop_tokenizer_class(folder):
+    config = folder / "tokenizer_config.json"
+    data = json.loads(config.read_text())
+    data.pop("tokenizer_class", None)
+    config.write_text(json.dumps(data))
+
+
+def test_a_tokenizer_of_another_kind_without_a_class_name_is_an_error(qwen_dir, bert_t5_dir, tmp_path):
+    """No tokenizer_config.json class to go by: tokenizer.json's model type (WordPiece is Bert's) tells."""
+    folder = shutil.copytree(qwen_dir, tmp_path / "mixed")
+    shutil.rmtree(folder / "tokenizer")
+    shutil.copytree(bert_t5_dir / "tokenizer", folder / "tokenizer")
+    _drop_tokenizer_class(folder / "tokenizer")
+    with pytest.raises(ValueError, match=r"tokenizer.json is a WordPiece tokenizer but the text encoder is Qwen2-VL"):
+        load_text_encoder(folder, dtype=torch.float32)
+
+
+def test_a_tokenizer_larger_than_the_encoders_vocabulary_is_an_error(qwen_dir, tmp_path):
+    folder = shutil.copytree(qwen_dir, tmp_path / "small")
+    config = folder / "text_encoder" / "config.json"
+    data = json.loads(config.read_text())
+    reference = load_text_encoder(qwen_dir, dtype=torch.float32)
+    rows = reference.model.get_input_embeddings().num_embeddings
+    assert len(reference.tokenizer) <= rows
+    # Drop the embedding rows past the tokenizer's last id, and a few more: ids would index past the table.
+    short = len(reference.tokenizer) - 3
+    for holder in (data, data.get("text_config") or {}):
+        if "vocab_size" in holder:
+            holder["vocab_size"] = short
+    config.write_text(json.dumps(data))
+    from safetensors.torch import load_file, save_file
+
+    for weights in (folder / "text_encoder").glob("*.safetensors"):
+        tensors = load_file(weights)
+        tensors = {k: (v[:short].clone() if v.shape[0] == rows else v) for k, v in tensors.items()}
+        save_file(tensors, weights)
+    with pytest.raises(
+        ValueError, match=rf"has {len(reference.tokenizer)} tokens but the text encoder embeds only {short}"
+    ):
+        load_text_encoder(folder, dtype=torch.float32)
