@@ -222,7 +222,7 @@ def main() -> None:
     p.add_argument("--mode", action="append", choices=["none", "model_offload", "fp8", "block_swap"])
     p.add_argument("--impl", action="append", choices=["ours", "diffusers"])
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--resident-blocks", type=int, default=24)
+    p.add_argument("--resident-blocks", type=int, help="block_swap: blocks kept on the device (default: half)")
     p.add_argument("--attention", default="sdpa")
     p.add_argument("--compile", default=None, help="torch.compile backend for ours (e.g. inductor)")
     p.add_argument("--teacache", type=float, default=0.0, help="TeaCache threshold for ours")
@@ -240,6 +240,8 @@ def main() -> None:
     )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.resident_blocks is None:  # 24 of the 12B's 48; 1 of tiny's 2, so a smoke run streams a block too
+        args.resident_blocks = PRESETS[args.preset]["num_layers"] // 2
     if args.isolate and not args.child:
         return run_isolated(args)
     device = torch.device(args.device)
