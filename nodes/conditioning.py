@@ -271,7 +271,7 @@ class EasyAnimateInpaintVideo:
 class EasyAnimateBucketSize:
     DESCRIPTION = (
         "Picks the generation size from an image the way the official nodes do: the trained aspect-ratio bucket "
-        "nearest to the image's shape, at a base resolution of 512, 768 or 1024. Connect width and height to "
+        "nearest to the image's shape, at a base resolution of 512, 768, 960 or 1024. Connect width and height to "
         "Image to Video and to the Sampler."
     )
     CATEGORY = f"{CATEGORY}/conditioning"

@@ -60,8 +60,8 @@ class LoadEasyAnimateModel:
     DESCRIPTION = (
         "Loads a whole EasyAnimate V5.1 or V5 checkpoint folder from models/EasyAnimate/<name>/ (as downloaded "
         "from huggingface.co/alibaba-pai, original or diffusers layout): transformer, VAE, text encoder(s) and "
-        "scheduler config. The variant (text-to-video, InP for image-to-video, Control) is detected from the "
-        "weights."
+        "scheduler config. The version (V5.1 or V5) and the variant (text-to-video, InP for image-to-video, Control, "
+        "Control-Camera) are detected from the weights."
     )
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"

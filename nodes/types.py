@@ -89,7 +89,8 @@ def memory_inputs() -> dict:
                 "tooltip": "Where the weights live while sampling. none: all on the GPU (fastest). "
                 "model_offload: each model on the GPU only while it works. fp8: model_offload with the "
                 "transformer blocks stored in float8 (about half the VRAM). block_swap: only resident_blocks "
-                "blocks stay on the GPU and the others stream in (slowest, least VRAM). Official guide for "
+                "blocks stay on the GPU and the others stream in (least VRAM; slower only where copying a block "
+                "takes longer than computing it: slow PCIe links, small frames). Official guide for "
                 "672x384x49: V5.1-12b needs 40 GB with model_offload, 24 GB with fp8, 16 GB with block_swap; "
                 "V5.1-7b needs 24 GB with model_offload, 16 GB with fp8.",
             },
@@ -101,7 +102,8 @@ def memory_inputs() -> dict:
                 "min": 0,
                 "max": 200,
                 "tooltip": "block_swap only: how many leading transformer blocks stay on the GPU; fewer use less "
-                "VRAM and run slower (the block count is in the log when the model loads).",
+                "VRAM and can run slower on slow PCIe links or small frames (the block count is in the log when "
+                "the model loads).",
             },
         ),
     }

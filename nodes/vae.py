@@ -36,8 +36,9 @@ class EasyAnimateVAEDecode:
                     "BOOLEAN",
                     {
                         "default": False,
-                        "tooltip": "Decode in spatial tiles: slower, but needs far less VRAM. Off, a decode that runs out "
-                        "of VRAM is retried in tiles automatically.",
+                        "tooltip": "Decode in spatial tiles: slower, but needs far less VRAM. A decode that runs out "
+                        "of VRAM anyway (untiled, or in tiles still too large) is retried in tiles of about half the "
+                        "size automatically.",
                     },
                 ),
                 "tile_size": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64, "tooltip": TILE_TOOLTIP}),
@@ -80,8 +81,9 @@ class EasyAnimateVAEEncode:
                     "BOOLEAN",
                     {
                         "default": False,
-                        "tooltip": "Encode in spatial tiles: slower, but needs far less VRAM. Off, an encode that runs out "
-                        "of VRAM is retried in tiles automatically.",
+                        "tooltip": "Encode in spatial tiles: slower, but needs far less VRAM. An encode that runs out "
+                        "of VRAM anyway (untiled, or in tiles still too large) is retried in tiles of about half the "
+                        "size automatically.",
                     },
                 ),
                 "tile_size": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64, "tooltip": TILE_TOOLTIP}),
