@@ -56,10 +56,11 @@ def random_state_dict(kw: dict, dtype: torch.dtype, device: torch.device) -> dic
     }
 
 
-def ours_model(sd: dict, kw: dict) -> EasyAnimateTransformer:
+def ours_model(sd: dict, kw: dict, share: bool = False) -> EasyAnimateTransformer:
+    """``share``: the model takes the tensors of ``sd`` itself (a child process, which measures one run)."""
     with torch.device("meta"):
         model = EasyAnimateTransformer(TransformerConfig.from_dict(kw))
-    model.load_state_dict({k: v.clone() for k, v in sd.items()}, assign=True)
+    model.load_state_dict(sd if share else {k: v.clone() for k, v in sd.items()}, assign=True)
     return model.eval().requires_grad_(False)  # as loading.load_transformer returns it
 
 
@@ -97,19 +98,33 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+    elif CLEAR_REFS.exists():
+        CLEAR_REFS.write_text("5")  # Linux: the peak RSS (VmHWM) starts again from the current RSS
 
 
 def peak_gib(device: torch.device) -> float:
-    """Peak VRAM on CUDA; on the CPU the process's peak RSS (meaningful with --isolate: one run per process)."""
+    """Peak VRAM on CUDA; on the CPU the process's peak RSS since ``reset_peak`` (VmHWM; where /proc lacks it,
+    since the process started). With --isolate a child holds only the model being measured, so that peak is the
+    mode's footprint while sampling: its weights as stored, the streamed or converted copies, the activations,
+    and the interpreter's and torch's own (about 0.3 GiB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
+    if STATUS.exists():
+        for line in STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+CLEAR_REFS, STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
 
 
 def run_ours(sd, kw, mode, size, args, device, dtype):
     h, w, f = size
     policy = MemoryPolicy(mode, resident_blocks=args.resident_blocks)
-    model = ours_model(sd, kw)
+    model = ours_model(sd, kw, share=args.child)
+    if args.child:
+        sd.clear()  # the model holds the only copy of the weights
     if mode == "fp8":
         for name, p in model.named_parameters():
             if name.startswith("transformer_blocks.") and name.endswith(".weight") and p.ndim == 2:
@@ -175,7 +190,11 @@ def run_diffusers(sd, kw, mode, size, args, device, dtype):
     h, w, f = size
     with torch.device("meta"):
         tr = EasyAnimateTransformer3DModel(**kw)
-    tr.load_state_dict({k: v.clone() for k, v in transformer_to_diffusers(sd).items()}, assign=True)
+    converted = transformer_to_diffusers(sd)
+    tr.load_state_dict(converted if args.child else {k: v.clone() for k, v in converted.items()}, assign=True)
+    del converted
+    if args.child:
+        sd.clear()  # the model holds the only copy of the weights
     vae = AutoencoderKLMagvit(block_out_channels=(8, 16, 16, 16), norm_num_groups=4, latent_channels=16)
     pipe = EasyAnimatePipeline(
         vae=vae.to(dtype),

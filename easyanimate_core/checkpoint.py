@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .configs import TransformerConfig
+from .handles import vae_dtype_for
 from .loading import LoadReport, load_transformer, load_vae, read_json, weight_files
 from .pipeline import Models
 from .schedulers import read_scheduler_config
@@ -106,7 +107,8 @@ def load_checkpoint(
 
     ``weight_dtype`` / ``text_weight_dtype`` (float8_e4m3fn) store the transformer's block weights / the text
     encoder's linear weights in fp8. ``progress(done, total)`` counts the transformer's weight files, then the
-    VAE and the text encoder (a host's bar, which may raise on Cancel: nothing is kept then)."""
+    VAE and the text encoder (a host's bar, which may raise on Cancel: nothing is kept then). ``vae_dtype``
+    defaults to ``dtype``, except float32 for float16 (the official fp16 recipe's ``upcast_vae``, as the nodes)."""
     from .text_loading import load_text_encoder
 
     folder = Path(folder)
@@ -130,7 +132,7 @@ def load_checkpoint(
     transformer, t_report = load_transformer(
         folder / "transformer", dtype=dtype, weight_dtype=weight_dtype, progress=lambda done, _: step(done)
     )
-    vae, v_report = load_vae(folder / "vae", dtype=vae_dtype or dtype)
+    vae, v_report = load_vae(folder / "vae", dtype=vae_dtype or vae_dtype_for(dtype))
     step(shards + 1)
     cfg = transformer.config
     text_encoder = None

@@ -21,6 +21,7 @@ from .builders import check_continuation
 from .checkpoint import check_compatible, load_checkpoint
 from .conditioning import check_size
 from .frames import join_clips
+from .handles import pick_dtype, vae_dtype_for
 from .memory import MemoryPolicy
 from .pipeline import NO_OFFLOAD, Models, Request, decode, generate
 from .runner import check_device, check_speed_options
@@ -70,7 +71,8 @@ def pick_device(name: str | None) -> str:
 
 
 def resolve_dtype(name: str | None, device: str) -> torch.dtype:
-    return DTYPES[name] if name else (torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16)
+    """--dtype, or the nodes' auto: float32 on the CPU, bf16 on a GPU that supports it, else fp16."""
+    return DTYPES[name] if name else pick_dtype("auto", torch.device(device))
 
 
 # --- models -----------------------------------------------------------------------------------------------
@@ -102,7 +104,7 @@ def load_models(args: argparse.Namespace, dtype: torch.dtype, device: str, memor
         if missing:
             raise ValueError(f"give --model FOLDER, or --transformer FILE with {' and '.join(missing)}")
         transformer, _ = load_transformer(args.transformer, dtype=dtype, weight_dtype=memory.weight_dtype)
-        vae, _ = load_vae(args.vae, dtype=dtype)
+        vae, _ = load_vae(args.vae, dtype=vae_dtype_for(dtype))  # float32 with fp16, as load_checkpoint
         text_folder = Path(args.text_encoder)
         text_encoder = load_text_encoder(_text_encoder_source(text_folder), dtype=dtype, weight_dtype=text_fp8)
         check_compatible(transformer.config, vae, text_encoder)

@@ -12,7 +12,7 @@ from ..easyanimate_core.vae import VAETiling
 from . import host
 from .types import CATEGORY, VAE
 
-TILE_TOOLTIP = "Pixel size of the square tiles (a multiple of 8); they overlap by 1/8 and are blended."
+TILE_TOOLTIP = "Pixel size of the square tiles (64 to 4096 in steps of 64; smaller tiles use less VRAM); they overlap by 1/8 and are blended."
 
 
 class EasyAnimateVAEDecode:

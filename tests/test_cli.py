@@ -371,3 +371,29 @@ def test_write_video_replaces_the_file_only_when_complete(tmp_path, monkeypatch)
         assert media.write_video(frames, tmp_path / f"again{suffix}").stat().st_size > 0
     assert np.allclose(np.load(tmp_path / "again.npy"), frames.numpy(), atol=1e-7)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def cli_args(argv):
+    from easyanimate_core.__main__ import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def test_fp16_runs_the_vae_in_float32_and_auto_avoids_bf16_where_unsupported(ckpts, monkeypatch):
+    """As the nodes do (the official fp16 recipe's upcast VAE); both routes of the CLI, and load_checkpoint."""
+    folder = ckpts["T2V"]
+    args = cli_args(["generate", "--model", str(folder)])
+    models = cli.load_models(args, torch.float16, "cpu")
+    assert next(models.vae.parameters()).dtype == torch.float32
+    assert next(models.transformer.parameters()).dtype == torch.float16
+    args = cli_args(["generate", "--transformer", str(folder / "transformer"), "--vae", str(folder / "vae"),
+                     "--text-encoder", str(folder)])  # fmt: skip
+    assert next(cli.load_models(args, torch.float16, "cpu").vae.parameters()).dtype == torch.float32
+    bf16 = load_checkpoint(folder, dtype=torch.bfloat16)[0]
+    assert next(bf16.vae.parameters()).dtype == torch.bfloat16  # other precisions run the VAE as they are
+    assert cli.resolve_dtype(None, "cpu") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100 or a 2080 Ti
+    assert cli.resolve_dtype(None, "cuda") == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert cli.resolve_dtype(None, "cuda") == torch.bfloat16
+    assert cli.resolve_dtype("fp32", "cuda") == torch.float32
