@@ -198,7 +198,10 @@ def test_validation_error_types(pack):
     assert _errors(_show({"1": source(), "2": typed}, "2"))[1] == {"2": ["custom_validation_failed"]}
     assert validate_prompt(_show({"1": source(), "2": {**typed, "inputs": {"value": ["1", 1]}}}, "2"))[0]
     assert _errors({"1": source()})[0]["type"] == "prompt_no_outputs"
-    assert _errors({"1": {"class_type": "Nope", "inputs": {}}})[0]["type"] == "invalid_prompt"
+    error = _errors({"1": {"class_type": "Nope", "inputs": {}, "_meta": {"title": "My Nope"}}})[0]
+    assert error["type"] == "missing_node_type" and error["message"].startswith("Node 'My Nope' not found")
+    assert error["extra_info"] == {"node_id": "1", "class_type": "Nope", "node_title": "My Nope"}
+    assert _errors({"1": {"inputs": {}}})[0]["type"] == "missing_node_type"
     prompt = _show({"1": source(seed="7", strength="0.25")}, "1")
     assert validate_prompt(prompt)[0] and prompt["1"]["inputs"]["seed"] == 7  # coerced in place
 
@@ -206,8 +209,52 @@ def test_validation_error_types(pack):
 def test_validate_node_input_rules(pack):
     any_type = sys.modules[pack.module_name + ".dummy_nodes"].AnyType("*")
     assert validate_node_input("INT", "INT,FLOAT") and not validate_node_input("INT,FLOAT", "INT", strict=True)
-    assert not validate_node_input("IMAGE", "*")  # a plain "*" is not a wildcard in the backend
     assert validate_node_input("IMAGE", any_type) and validate_node_input(any_type, "LATENT")
+    # current ComfyUI: a plain "*" (also inside a union), the V3 match type and options into a COMBO match
+    assert validate_node_input("IMAGE", "*") and validate_node_input("*", "LATENT") and validate_node_input("A", "B,*")
+    assert validate_node_input("IMAGE", "COMFY_MATCHTYPE_V3") and validate_node_input(["a", "b"], "COMBO")
+    assert not validate_node_input("IMAGE", "LATENT") and not validate_node_input(["a"], "STRING")
+
+
+def test_validation_cycles_combos_and_argumentless_checks(pack):
+    import nodes
+
+    double = lambda source: {"class_type": "DummyDouble", "inputs": {"value": [source, 0]}}  # noqa: E731
+    valid, _, _, node_errors = validate_prompt(_show({"1": double("2"), "2": double("1")}, "2"))
+    assert not valid and sorted(node_errors) == ["1", "2"]  # not a RecursionError, and the output is not blamed
+    for node in ("1", "2"):
+        (cycle,) = node_errors[node]["errors"]
+        assert cycle["type"] == "dependency_cycle" and cycle["extra_info"] == {
+            "node_id": node,
+            "cycle_nodes": ["2", "1"],
+        }
+        assert cycle["details"] == "2 (DummyDouble) -> 1 (DummyDouble) -> 2 (DummyDouble)"
+
+    class Choose:
+        RETURN_TYPES = ("STRING",)
+        FUNCTION = "run"
+        OUTPUT_NODE = True
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {
+                "required": {"pick": ("COMBO", {"options": ["a", "b"]})},
+                "optional": {"remote": ("COMBO", {"remote_combo": {"route": "/x"}}), "many": ("COMBO", {"options": ["a", "b"], "multiselect": True})},
+            }  # fmt: skip
+
+        @classmethod
+        def VALIDATE_INPUTS(cls):
+            return "the server is busy"
+
+    classes = {**nodes.NODE_CLASS_MAPPINGS, "Choose": Choose}
+    inputs = {"pick": "c", "remote": "anything", "many": {"__value__": ["a", "z"]}}
+    valid, _, _, node_errors = validate_prompt({"1": {"class_type": "Choose", "inputs": inputs}}, classes)
+    errors = node_errors["1"]["errors"]
+    assert not valid and [(e["type"], e["details"]) for e in errors] == [
+        ("value_not_in_list", "many: 'z' not in ['a', 'b']"),
+        ("value_not_in_list", "pick: 'c' not in ['a', 'b']"),
+        ("custom_validation_failed", "the server is busy"),  # a check taking no input reports without a name
+    ]
 
 
 # --- execution -------------------------------------------------------------------------------------
@@ -257,6 +304,19 @@ def test_is_changed_nan_runs_the_node_and_its_descendants_again(pack, monkeypatc
     monkeypatch.setattr(source, "IS_CHANGED", classmethod(lambda cls, **_: "same"))
     executor.execute(GRAPH)
     assert executor.execute(GRAPH).executed == []
+
+
+def test_unvalidated_cycle_is_an_execution_error(pack):
+    """Without validation (which reports cycles first) the executor finds nothing ready: graph.py's
+    DependencyCycleError, sent as "execution_error", instead of hanging or crashing."""
+    double = lambda source: {"class_type": "DummyDouble", "inputs": {"value": [source, 0]}}  # noqa: E731
+    prompt = _show({"1": double("2"), "2": double("1")}, "2")
+    result = execute_prompt(prompt, validate=False, raise_errors=False)
+    assert result.executed == [] and result.error["exception_type"] == "graph.DependencyCycleError"
+    sent = result.events("execution_error")[0]
+    assert sent["exception_message"] == "Dependency cycle detected" and sent["node_id"] in ("1", "2", "99")
+    with pytest.raises(NodeExecutionError):
+        execute_prompt(prompt, validate=False)
 
 
 def test_node_errors_carry_node_and_class(pack):

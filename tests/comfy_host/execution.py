@@ -30,6 +30,10 @@ class PromptValidationError(Exception):
         self.error, self.node_errors = error, node_errors
 
 
+class DependencyCycleError(Exception):
+    """comfy_execution/graph.py's: execution found nodes waiting on each other."""
+
+
 class NodeExecutionError(Exception):
     def __init__(self, node_id: str, class_type: str, details: dict):
         super().__init__(
@@ -186,6 +190,7 @@ class PromptExecutor:
         """CacheKeySetInputSignature in spirit: class, IS_CHANGED, constants and upstream signatures."""
         if node_id in memo:
             return memo[node_id]
+        memo[node_id] = ("ancestor", node_id)  # a link back into a cycle (ComfyUI names ancestors by index)
         node, class_def = prompt[node_id], classes[prompt[node_id]["class_type"]]
         parts = [node["class_type"]]
         if hasattr(class_def, "IS_CHANGED"):
@@ -249,8 +254,9 @@ class PromptExecutor:
         with torch.inference_mode():
             while pending:
                 ready = [n for n, blockers in pending.items() if not blockers]
-                if not ready:
-                    raise RuntimeError(f"dependency cycle among {sorted(pending)}")
+                if not ready:  # only without validation, which reports cycles first
+                    error = self._cycle_error(prompt, pending, prompt_id, executed)
+                    break
                 node_id = _pick_node(ready, pending, prompt, classes)
                 if node_id in cached:  # a cached output node: its stored UI is sent again
                     message = {"node": node_id, "display_node": node_id, "prompt_id": prompt_id}
@@ -289,6 +295,23 @@ class PromptExecutor:
                 else NodeExecutionError(error["node_id"], prompt[error["node_id"]]["class_type"], error)
             ) from error["exception"]
         return result
+
+    def _cycle_error(self, prompt, pending, prompt_id, executed) -> dict:
+        """comfy_execution/graph.py `stage_node_execution` with nothing ready: a DependencyCycleError blamed on
+        a waiting node, sent as "execution_error" (`handle_execution_error`)."""
+        server = _comfy("server").PromptServer.instance
+        cycle = DependencyCycleError("Dependency cycle detected")
+        node_id = next(iter(pending))
+        details = {
+            "node_id": node_id,
+            "exception_message": str(cycle),
+            "exception_type": "graph.DependencyCycleError",
+            "traceback": [],
+            "current_inputs": [],
+        }
+        message = {"prompt_id": prompt_id, "node_type": prompt[node_id]["class_type"], "executed": list(executed)}
+        server.send_sync("execution_error", {**message, **details}, server.client_id)
+        return {**details, "exception": cycle}
 
     def _run_node(self, prompt, node_id, classes, signatures, extra_data, prompt_id, executed) -> dict | None:
         """execution.py `execute` for one node; returns the error details or None."""

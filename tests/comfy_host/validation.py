@@ -9,17 +9,28 @@ import traceback
 
 from .execution import get_input_data, map_node_over_list
 
+ANY_TYPE = "*"  # comfy_api IO.AnyType.io_type
+MATCH_TYPE = "COMFY_MATCHTYPE_V3"  # IO.MatchType.io_type: checked by the frontend
+COMBO_TYPE = "COMBO"  # IO.Combo.io_type: ("COMBO", {"options": [...]}) declares a combo
+
 
 def validate_node_input(received_type, input_type, strict: bool = False) -> bool:
-    """comfy_execution/validation.py `validate_node_input`. "*" matches only through a type whose
-    `__ne__` says so (ComfyUI's `IO.ANY`, the custom-node `AnyType(str)` idiom): a plain "*" string
-    does not match "IMAGE" in the backend, although the frontend lets you draw the link."""
+    """comfy_execution/validation.py `validate_node_input` (current ComfyUI): equal through `__ne__` (the
+    custom-node `AnyType(str)` idiom), "*" and the V3 match type on either side, a list of options into a COMBO,
+    else overlapping comma-separated types ("*" among them matches too). Up to 0.3.64 a plain "*" matched nothing
+    but "*" in the backend, although the frontend let you draw the link."""
     if not received_type != input_type:  # pre-union behaviour: the inverse of `__ne__`
+        return True
+    if ANY_TYPE in (received_type, input_type) or MATCH_TYPE in (received_type, input_type):
+        return True
+    if isinstance(received_type, list) and input_type == COMBO_TYPE:
         return True
     if not isinstance(received_type, str) or not isinstance(input_type, str):
         return False
     received = {t.strip() for t in received_type.split(",")}
     accepted = {t.strip() for t in input_type.split(",")}
+    if ANY_TYPE in received or ANY_TYPE in accepted:
+        return True
     return received.issubset(accepted) if strict else len(received & accepted) > 0
 
 
@@ -62,21 +73,49 @@ def _check_value(x, val, input_type, extra_info, info, validate_args, has_kwargs
             "value_bigger_than_max", f"Value {val} bigger than max of {extra_info['max']}", f"{x}",
             input_name=x, input_config=info, received_value=val,
         )  # fmt: skip
-    if isinstance(input_type, list) and val not in input_type:
-        big = len(input_type) > 20  # "Don't send back gigantic lists"
-        list_info = f"(list of length {len(input_type)})" if big else str(input_type)
-        return val, _error(
-            "value_not_in_list", "Value not in list", f"{x}: '{val}' not in {list_info}",
-            input_name=x, input_config=None if big else info, received_value=val,
-        )  # fmt: skip
+    if isinstance(input_type, list) or input_type == COMBO_TYPE:
+        if input_type == COMBO_TYPE and extra_info.get("remote_combo"):
+            return val, None  # options fetched by the browser: not known to the server
+        options = input_type if isinstance(input_type, list) else extra_info.get("options", [])
+        if extra_info.get("multiselect", False) and isinstance(val, list):
+            invalid = [v for v in val if v not in options]
+        else:
+            invalid = [val] if val not in options else []
+        if invalid:
+            big = len(options) > 20  # "Don't send back gigantic lists"
+            list_info = f"(list of length {len(options)})" if big else str(options)
+            return val, _error(
+                "value_not_in_list", "Value not in list", f"{x}: {', '.join(repr(v) for v in invalid)} not in {list_info}",
+                input_name=x, input_config=None if big else info, received_value=val,
+            )  # fmt: skip
     return val, None
 
 
-def validate_inputs(prompt: dict, item: str, validated: dict, node_classes: dict[str, type]):
-    """execution.py `validate_inputs` -> (valid, errors, node id); coerces constants in `prompt` in place."""
+def _cycle(prompt: dict, visiting: list[str], unique_id: str, validated: dict):
+    """execution.py `validate_inputs` meeting a node it is still validating: every node on the loop gets a
+    "dependency_cycle" error naming the path (current ComfyUI; 0.3.64 recursed until RecursionError)."""
+    path = visiting[visiting.index(unique_id) :] + [unique_id]
+    cycle_nodes = list(dict.fromkeys(path))
+    details = " -> ".join(f"{n} ({prompt[n]['class_type']})" for n in path)
+    for node_id in cycle_nodes:
+        error = _error(
+            "dependency_cycle", "Dependency cycle detected", details, node_id=node_id, cycle_nodes=cycle_nodes
+        )
+        validated[node_id] = (False, [error], node_id)
+    return validated[unique_id]
+
+
+def validate_inputs(
+    prompt: dict, item: str, validated: dict, node_classes: dict[str, type], visiting: list[str] | None = None
+):
+    """execution.py `validate_inputs` -> (valid, errors, node id); coerces constants in `prompt` in place.
+    `visiting` is the chain of nodes being validated, to find dependency cycles."""
+    visiting = [] if visiting is None else visiting
     unique_id = item
     if unique_id in validated:
         return validated[unique_id]
+    if unique_id in visiting:
+        return _cycle(prompt, visiting, unique_id, validated)
     inputs = prompt[unique_id]["inputs"]
     obj_class = node_classes[prompt[unique_id]["class_type"]]
     class_inputs = obj_class.INPUT_TYPES()
@@ -113,7 +152,12 @@ def validate_inputs(prompt: dict, item: str, validated: dict, node_classes: dict
                 ))  # fmt: skip
                 continue
             try:
-                if validate_inputs(prompt, o_id, validated, node_classes)[0] is False:
+                visiting.append(unique_id)
+                try:
+                    upstream = validate_inputs(prompt, o_id, validated, node_classes, visiting)
+                finally:
+                    visiting.pop()
+                if upstream[0] is False:
                     valid = False
             except Exception as ex:
                 valid = False
@@ -143,14 +187,17 @@ def validate_inputs(prompt: dict, item: str, validated: dict, node_classes: dict
         if "input_types" in validate_args:
             filtered["input_types"] = [received_types]
         results = map_node_over_list(obj_class, filtered, "VALIDATE_INPUTS")
-        for x in filtered:
+        for x in filtered or (None,):  # a VALIDATE_INPUTS that takes no input still reports its failure
             for r in results:
                 if r is not True:
-                    details = f"{x}" + ("" if r is False else f" - {r}")
+                    details = ("" if x is None else x) if r is False else (str(r) if x is None else f"{x} - {r}")
+                    extra = {} if x is None else {"input_name": x}
                     errors.append(
-                        _error("custom_validation_failed", "Custom validation failed for node", details, input_name=x)
+                        _error("custom_validation_failed", "Custom validation failed for node", details, **extra)
                     )
-    ret = (False, errors, unique_id) if errors or valid is not True else (True, [], unique_id)
+    # a dependency cycle found below this node may already have put its error here: joined, as ComfyUI does
+    ok, found, _ = validated.get(unique_id, (True, [], unique_id))
+    ret = (ok and valid is True and not errors, found + [e for e in errors if e not in found], unique_id)
     validated[unique_id] = ret
     return ret
 
@@ -162,13 +209,23 @@ def validate_prompt(prompt: dict, node_classes: dict[str, type] | None = None, p
     )
     outputs = set()
     for x in prompt:
+        # "missing_node_type" in current ComfyUI ("invalid_prompt", another message, up to 0.3.64)
         if "class_type" not in prompt[x]:
-            message = "Cannot execute because a node is missing the class_type property."
-            return (False, _error("invalid_prompt", message, f"Node ID '#{x}'"), [], {})
-        class_ = node_classes.get(prompt[x]["class_type"])
+            title = prompt[x].get("_meta", {}).get("title")
+            message = f"Node '{title or f'ID #{x}'}' has no class_type. The workflow may be corrupted or a custom node is missing."
+            error = _error(
+                "missing_node_type", message, f"Node ID '#{x}'", node_id=x, class_type=None, node_title=title
+            )
+            return (False, error, [], {})
+        class_type = prompt[x]["class_type"]
+        class_ = node_classes.get(class_type)
         if class_ is None:
-            message = f"Cannot execute because node {prompt[x]['class_type']} does not exist."
-            return (False, _error("invalid_prompt", message, f"Node ID '#{x}'"), [], {})
+            title = prompt[x].get("_meta", {}).get("title", class_type)
+            message = f"Node '{title}' not found. The custom node may not be installed."
+            error = _error(
+                "missing_node_type", message, f"Node ID '#{x}'", node_id=x, class_type=class_type, node_title=title
+            )
+            return (False, error, [], {})
         if getattr(class_, "OUTPUT_NODE", False) is True and (
             partial_execution_list is None or x in partial_execution_list
         ):
