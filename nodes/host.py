@@ -347,13 +347,24 @@ def input_directory() -> str:
 
 
 def annotated_input_path(name: str) -> str:
-    """A LoadImage-style name ("clip.mp4", "x.png [output]", "y.png [input]") -> full path."""
+    """A LoadImage-style name ("clip.mp4", "x.png [output]", "y.png [input]", "z.png [temp]") -> full path.
+    A name that leaves its folder ("../x.png") is a ValueError, as in folder_paths.get_annotated_filepath of
+    current ComfyUI (which the fallback follows)."""
     if _folder_paths is not None:
         return _folder_paths.get_annotated_filepath(name)
-    for suffix, directory in ((" [output]", output_directory), (" [input]", input_directory)):
+    base, relative = input_directory(), name
+    for suffix, directory in (
+        (" [output]", output_directory),
+        (" [input]", input_directory),
+        (" [temp]", temp_directory),
+    ):
         if name.endswith(suffix):
-            return os.path.join(directory(), name[: -len(suffix)])
-    return os.path.join(input_directory(), name)
+            base, relative = directory(), name[: -len(suffix)]
+            break
+    path = os.path.abspath(os.path.join(base, relative))
+    if os.path.commonpath((os.path.realpath(base), os.path.realpath(path))) != os.path.realpath(base):
+        raise ValueError(f"Invalid file path: {relative!r}")
+    return path
 
 
 def temp_directory() -> str:

@@ -411,6 +411,11 @@ def test_host_without_comfyui(tmp_path, monkeypatch):
         host.model_path("vae", "missing.safetensors")
     assert host.output_directory() == str(tmp_path / "out")
     assert host.annotated_input_path("a.png [output]") == str(tmp_path / "out" / "a.png")
+    monkeypatch.setenv("EASYANIMATE_INPUT_DIR", str(tmp_path / "in"))
+    assert host.annotated_input_path("sub/b.txt") == str(tmp_path / "in" / "sub" / "b.txt")
+    for escaping in ("../secret.txt", "/etc/passwd", "../in2/x.png [output]"):
+        with pytest.raises(ValueError, match="Invalid file path"):  # as current ComfyUI's get_annotated_filepath
+            host.annotated_input_path(escaping)
     monkeypatch.setenv("EASYANIMATE_TEMP_DIR", str(tmp_path / "temp"))
     wide = torch.linspace(0, 1, 3000).view(1, 3000, 1).expand(600, 3000, 3)  # [H, W, 3]
     ref = host.save_temp_png(wide, "bg")
@@ -461,6 +466,8 @@ def test_host_inside_comfyui(comfy, tmp_path):
     assert host.model_path("loras", "a.safetensors") == folder_paths.get_full_path("loras", "a.safetensors")
     assert host.output_directory() == comfy.output_dir and host.input_directory() == comfy.input_dir
     assert host.annotated_input_path("x.png") == os.path.join(comfy.input_dir, "x.png")
+    with pytest.raises(ValueError, match="Invalid file path"):  # current folder_paths refuses leaving the folder
+        host.annotated_input_path("../models/x.png")
     classes = dict(comfy.nodes.NODE_CLASS_MAPPINGS)
     factors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     for decoder in (lambda latents: torch.full((4, 6, 3), 0.5), factors):

@@ -142,16 +142,32 @@ def annotated_filepath(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+def is_within_directory(directory: str, target: str) -> bool:
+    """`target` resolves (links followed) to a path inside `directory`."""
+    try:
+        directory, target = os.path.realpath(directory), os.path.realpath(target)
+        return os.path.commonpath((directory, target)) == directory
+    except ValueError:
+        return False
+
+
 def get_annotated_filepath(name: str, default_dir: str | None = None) -> str:
+    """An absolute path inside the annotated (or default, else input) folder; ValueError for a name that leaves
+    it, e.g. "../x.png" (current ComfyUI; up to 0.3.64 the joined path was returned as it was)."""
     name, base_dir = annotated_filepath(name)
     if base_dir is None:
         base_dir = default_dir if default_dir is not None else get_input_directory()
-    return os.path.join(base_dir, name)
+    filepath = os.path.abspath(os.path.join(base_dir, name))
+    if not is_within_directory(base_dir, filepath):
+        raise ValueError(f"Invalid file path: {name!r}")
+    return filepath
 
 
 def exists_annotated_filepath(name: str) -> bool:
     name, base_dir = annotated_filepath(name)
-    return os.path.exists(os.path.join(base_dir or get_input_directory(), name))
+    base_dir = base_dir or get_input_directory()
+    filepath = os.path.abspath(os.path.join(base_dir, name))
+    return is_within_directory(base_dir, filepath) and os.path.exists(filepath)
 
 
 def get_save_image_path(filename_prefix: str, output_dir: str, image_width: int = 0, image_height: int = 0):
