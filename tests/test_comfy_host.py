@@ -66,6 +66,7 @@ def test_pack_loads_like_comfyui_and_is_removed_afterwards(tmp_path):
         assert sys.modules[loaded.module_name + ".dummy_nodes"]  # the relative import worked
         assert fake.nodes.NODE_CLASS_MAPPINGS["DummySource"] is loaded.node_class_mappings["DummySource"]
         assert fake.nodes.NODE_CLASS_MAPPINGS["SaveImage"].__name__ == "SaveImage"  # core names win
+        assert fake.nodes.NODE_DISPLAY_NAME_MAPPINGS["SaveImage"] == "Save Image"  # and so do their display names
         assert loaded.web_directory.endswith("web")
     assert sys.modules.get("nodes") is before
     assert loaded.module_name not in sys.modules and "folder_paths" not in sys.modules
@@ -475,10 +476,16 @@ def test_host_inside_comfyui(comfy, tmp_path):
         result = execute_prompt({"1": {"class_type": "HostProgress", "inputs": {}}}, classes)
         assert [p["value"] for p in result.events("progress")] == [1, 2]
         assert [(n, p[0], p[1].size, p[2]) for n, p in result.previews] == [("1", "JPEG", (6, 4), 512)] * 2
-    comfy.modules["comfy.cli_args"].args.preview_method = comfy.modules["comfy.cli_args"].LatentPreviewMethod.NoPreviews
-    quiet_host = _load_host()
-    classes["HostProgress"] = _host_progress_node(quiet_host, factors)
-    assert execute_prompt({"1": {"class_type": "HostProgress", "inputs": {}}}, classes).previews == []
+    # ComfyUI sets each prompt's preview method (the browser's setting, else --preview-method) when it starts:
+    # the host reads it per run, not once at import
+    quiet = execute_prompt(
+        {"1": {"class_type": "HostProgress", "inputs": {}}}, classes, extra_data={"preview_method": "none"}
+    )
+    assert quiet.previews == [] and [p["value"] for p in quiet.events("progress")] == [1, 2]
+    again = execute_prompt(
+        {"1": {"class_type": "HostProgress", "inputs": {}}}, classes, extra_data={"preview_method": "default"}
+    )
+    assert len(again.previews) == 2
     classes["HostProgress"] = _host_progress_node(host, factors, stop_at=2)
     with pytest.raises(comfy.model_management.InterruptProcessingException):
         execute_prompt({"1": {"class_type": "HostProgress", "inputs": {}}}, classes)

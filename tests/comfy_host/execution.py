@@ -3,7 +3,8 @@
 Kept from ComfyUI: validation first and only valid outputs run; the order of `ExecutionList` with
 `ux_friendly_pick_node`; `get_input_data` (links, hidden inputs); `_map_node_over_list` (INPUT_IS_LIST,
 list slicing that repeats the last item); `merge_result_data` (OUTPUT_IS_LIST); {"ui", "result"}
-returns; `before_node_execution` interrupt checks; the interrupt flag reset when a run starts;
+returns; `before_node_execution` interrupt checks; the interrupt flag reset and the prompt's preview method
+(extra_data["preview_method"]) set when a run starts;
 outputs cached by input signature and IS_CHANGED across runs of one `PromptExecutor`; everything
 under `torch.inference_mode()`; the server messages. Not kept: lazy inputs, subgraph expansion, async
 nodes, V3 nodes.
@@ -232,6 +233,8 @@ class PromptExecutor:
                 raise PromptValidationError(error, node_errors)
         prompt_id = str(uuid.uuid4())
         first_message = len(server.messages)
+        # execute_async: the browser's preview setting for this prompt ("default" or none: --preview-method)
+        _comfy("latent_preview").set_preview_method(extra_data.get("preview_method"))
         nodes.interrupt_processing(False)  # execute_async resets the flag: a stale interrupt is dropped
         server.last_prompt_id = prompt_id
         server.send_sync("execution_start", {"prompt_id": prompt_id}, server.client_id)

@@ -181,4 +181,8 @@ NODE_CLASS_MAPPINGS = {
     "DummyFail": DummyFail,
     "SaveImage": DummyFail,  # a core name: ComfyUI ignores it
 }
-NODE_DISPLAY_NAME_MAPPINGS = {"DummySource": "Dummy Source", "DummyShow": "Dummy Show"}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "DummySource": "Dummy Source",
+    "DummyShow": "Dummy Show",
+    "SaveImage": "Dummy Fail",  # ignored too (current ComfyUI; 0.3.64 applied it to the core node)
+}

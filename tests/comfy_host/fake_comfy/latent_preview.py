@@ -5,12 +5,13 @@ import torch
 from comfy.cli_args import LatentPreviewMethod, args
 from PIL import Image
 
+default_preview_method = args.preview_method
 MAX_PREVIEW_RESOLUTION = args.preview_size
 
 
 def preview_to_image(preview_image: torch.Tensor) -> Image.Image:
-    """[H, W, 3] in -1..1 -> PIL image."""
-    preview_image = preview_image.cpu().float().clamp(-1.0, 1.0).add(1.0).mul(127.5).round()
+    """[H, W, 3] in -1..1 -> PIL image (0..255 truncated to bytes, as ComfyUI's)."""
+    preview_image = ((preview_image.cpu().float() + 1.0) / 2.0).clamp(0, 1).mul(0xFF)
     return Image.fromarray(preview_image.to(dtype=torch.uint8).numpy())
 
 
@@ -57,3 +58,13 @@ def prepare_callback(model, steps, x0_output_dict=None):
         pbar.update_absolute(step + 1, total_steps, preview)
 
     return callback
+
+
+def set_preview_method(override: str | None = None) -> None:
+    """A prompt's own preview method (extra_data["preview_method"]); "default" or None restores --preview-method."""
+    if override and override != "default":
+        method = LatentPreviewMethod.from_string(override)
+        if method is not None:
+            args.preview_method = method
+            return
+    args.preview_method = default_preview_method

@@ -298,7 +298,9 @@ def load_custom_node(module_path: str, ignore=frozenset(), module_parent="custom
         if name not in ignore:
             NODE_CLASS_MAPPINGS[name] = node_cls
             node_cls.RELATIVE_PYTHON_MODULE = f"{module_parent}.{get_module_name(module_path)}"
-    NODE_DISPLAY_NAME_MAPPINGS.update(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {})
+    for name, display_name in (getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}).items():
+        if name not in ignore:  # current ComfyUI: a pack cannot rename a core node either
+            NODE_DISPLAY_NAME_MAPPINGS[name] = display_name
     return True
 
 

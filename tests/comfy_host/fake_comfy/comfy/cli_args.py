@@ -10,6 +10,11 @@ class LatentPreviewMethod(enum.Enum):
     Latent2RGB = "latent2rgb"
     TAESD = "taesd"
 
+    @classmethod
+    def from_string(cls, value: str):
+        """The member whose value is `value`, or None."""
+        return next((member for member in cls if member.value == value), None)
+
 
 # ComfyUI's default is `--preview-method none`; the harness turns previews on so they can be tested.
 args = types.SimpleNamespace(

@@ -77,7 +77,7 @@ def extra_reserved_memory() -> int:
 free_memory_calls: list = []  # (memory_required, device) of every free_memory call, for tests to read
 
 
-def free_memory(memory_required, device, keep_loaded=[]):  # noqa: B006 - ComfyUI's signature
+def free_memory(memory_required, device, keep_loaded=[], for_dynamic=False, pins_required=0, ram_required=0):  # noqa: B006 - ComfyUI's signature
     """ComfyUI unloads the models it manages on ``device`` until ``memory_required`` bytes are free; none here."""
     free_memory_calls.append((memory_required, device))
     return []
