@@ -14,8 +14,6 @@ import sys
 from collections.abc import Callable
 
 try:  # torch and the engine take seconds to import: a Ctrl-C meanwhile is still a one-line exit 130
-    import torch
-
     from .attention import BACKENDS
     from .cli import DEFAULTS, DEMO_SIZE, DTYPES, NEGATIVE_PROMPT, cmd_demo, cmd_generate, cmd_tiny
     from .configs import Variant
@@ -24,6 +22,7 @@ try:  # torch and the engine take seconds to import: a Ctrl-C meanwhile is still
     from .sampling import Interrupted
     from .schedulers import SCHEDULER_NAMES
     from .teacache import DEFAULT_THRESHOLD
+    from .vae import is_out_of_memory
 except KeyboardInterrupt:
     sys.stderr.write("interrupted\n")
     raise SystemExit(130) from None
@@ -188,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, Interrupted) as e:  # OSError: files not found, unreadable, unwritable
         sys.stderr.write(f"error: {_one_line(e)}\n")
         return 1
-    except torch.OutOfMemoryError as e:
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
         sys.stderr.write(f"error: out of memory ({_one_line(e)[:200]}); try a smaller size or fewer frames\n")
         return 1
     finally:

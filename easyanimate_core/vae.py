@@ -24,6 +24,16 @@ Progress = Callable[[int, int], None]
 # torch.OutOfMemoryError (any device) from torch 2.5; torch.cuda.OutOfMemoryError, the same class there, before
 OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch's out-of-memory error, or an accelerator error that says so (ROCm/HIP and other devices raise
+    ``torch.AcceleratorError`` "... out of memory"), as ComfyUI's ``model_management.is_oom`` tells them."""
+    if isinstance(error, OutOfMemoryError):
+        return True
+    accelerator = getattr(torch, "AcceleratorError", None)  # torch >= 2.8
+    return accelerator is not None and isinstance(error, accelerator) and "out of memory" in str(error).lower()
+
+
 _DOWN = ("SpatialDownBlock3D",) + ("SpatialTemporalDownBlock3D",) * 3
 _UP = ("SpatialUpBlock3D",) + ("SpatialTemporalUpBlock3D",) * 3
 # keys only the original EasyAnimate config.json has (its class registers them, diffusers' does not)
@@ -330,7 +340,9 @@ def retry_in_tiles(
     while True:
         try:
             return run(tile)
-        except OutOfMemoryError:
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
             tiled = tile is not None and tile.tile_size < side  # a tile as large as the frame runs untiled
             failed = tile.tile_size if tiled else side
             smaller = smaller_tile(failed)

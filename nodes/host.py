@@ -249,12 +249,6 @@ def make_progress_callback(total: int, latent_format_or_decoder: Any = None) -> 
     return progress
 
 
-def send_ui_event(event: str, data: dict) -> None:
-    """A JSON message to the browser (PromptServer.send_sync); dropped without ComfyUI."""
-    if _server is not None and getattr(_server.PromptServer, "instance", None) is not None:
-        _server.PromptServer.instance.send_sync(event, data)
-
-
 # --- folders --------------------------------------------------------------------------------------
 
 

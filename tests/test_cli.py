@@ -397,3 +397,23 @@ def test_fp16_runs_the_vae_in_float32_and_auto_avoids_bf16_where_unsupported(ckp
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert cli.resolve_dtype(None, "cuda") == torch.bfloat16
     assert cli.resolve_dtype("fp32", "cuda") == torch.float32
+
+
+@pytest.mark.parametrize("error", ["OutOfMemoryError", "AcceleratorError"])
+def test_out_of_memory_is_a_one_line_error(error, capsys, monkeypatch, tmp_path):
+    """CUDA's OutOfMemoryError, or ROCm's AcceleratorError saying so; any other error is not caught as one."""
+    kind = getattr(torch, error, None)
+    if kind is None:
+        pytest.skip(f"torch.{error} is newer than this torch")
+
+    def load(*args, **kwargs):
+        raise kind("HIP out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(cli, "load_models", load)
+    assert main(["generate", "--model", str(tmp_path), *SIZE, "--out", str(tmp_path / "a.npy")]) == 1
+    assert one_line_error(capsys).startswith("error: out of memory (HIP out of memory. Tried to allocate 20.00 GiB)")
+    if kind is torch.OutOfMemoryError:
+        return
+    monkeypatch.setattr(cli, "load_models", lambda *a, **k: (_ for _ in ()).throw(kind("device-side assert")))
+    with pytest.raises(kind, match="device-side assert"):  # an accelerator error that is not out of memory
+        main(["generate", "--model", str(tmp_path), *SIZE, "--out", str(tmp_path / "a.npy")])

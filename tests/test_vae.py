@@ -261,7 +261,7 @@ def test_smaller_tile_halves_to_multiples_of_64() -> None:
     ]
 
 
-def _out_of_memory_above(vae: MagvitVAE, method: str, limit: int, monkeypatch) -> list[int]:
+def _out_of_memory_above(vae: MagvitVAE, method: str, limit: int, monkeypatch, error=None) -> list[int]:
     """Make ``vae.<method>`` (one mini-batch call) raise out-of-memory on inputs wider than ``limit`` (its own
     units: latent pixels for _decode_frames, pixels for _encode_frames); returns the widths it was called on."""
     real, seen = getattr(vae, method), []
@@ -269,7 +269,7 @@ def _out_of_memory_above(vae: MagvitVAE, method: str, limit: int, monkeypatch) -
     def patched(x: torch.Tensor, tick):
         seen.append(x.shape[-1])
         if x.shape[-1] > limit:
-            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+            raise (error or OutOfMemoryError)("CUDA out of memory. Tried to allocate 9.00 GiB")
         return real(x, tick)
 
     monkeypatch.setattr(vae, method, patched)
@@ -328,3 +328,23 @@ def test_one_bar_over_several_encodes_survives_an_out_of_memory_retry() -> None:
         report(done, total)  # encode 1 fails after 3 of 12 tiles, is retried in 20 smaller ones, then encode 2
     assert seen[:4] == [(1, 24), (2, 24), (3, 24), (1, 40)]  # the retry restarts within the first share
     assert seen[22] == (20, 40) and seen[23:] == [(5, 8), (6, 8), (7, 8), (8, 8)]  # then the second share
+
+
+@pytest.mark.skipif(not hasattr(torch, "AcceleratorError"), reason="torch.AcceleratorError is torch >= 2.8")
+def test_an_accelerator_out_of_memory_error_retries_too_and_other_errors_do_not(pair, monkeypatch) -> None:
+    """ROCm and other devices report running out of memory as torch.AcceleratorError; ComfyUI's is_oom counts
+    it, and so does the retry. Any other error, even an AcceleratorError, is raised at once."""
+    ours, _ = pair
+    z = _latents(3, size=32)  # 256x256 frames
+    with torch.no_grad():
+        want = ours.decode(z, tile=VAETiling(64))
+    seen = _out_of_memory_above(ours, "_decode_frames", 8, monkeypatch, torch.AcceleratorError)
+    assert torch.equal(ours.decode(z), want) and seen[:3] == [32, 16, 8]
+    monkeypatch.undo()
+
+    def broken(x, tick):
+        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(ours, "_decode_frames", broken)
+    with pytest.raises(torch.AcceleratorError, match="illegal memory access"):
+        ours.decode(z)
