@@ -46,10 +46,9 @@ class MemoryPolicy:
         return torch.float8_e4m3fn if self.mode == "fp8" else None
 
 
-def _module_device(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
+def _all_on(module: nn.Module, device: torch.device) -> bool:
+    """Whether every tensor of ``module`` is on ``device`` (a move cut short by an error leaves some behind)."""
+    return all(t.device == device for t in (*module.parameters(), *module.buffers()))
 
 
 @contextmanager
@@ -62,15 +61,16 @@ def on_device(
 ) -> Iterator[None]:
     """Put ``module`` (or its parameters for which ``keep(name)`` is true) on ``device`` for the block.
 
-    With an offloading policy everything returns to ``offload`` afterwards, also on errors.
+    With an offloading policy everything returns to ``offload`` afterwards, also on errors, including a child whose
+    own move failed halfway (out of memory after some of its weights were copied).
     """
     moved = []
     try:
         for name, sub in module.named_children():
             if keep is None or keep(name):
-                if _module_device(sub) != device:
-                    sub.to(device)
                 moved.append(sub)
+                if not _all_on(sub, device):
+                    sub.to(device)
         yield
     finally:
         if policy.offloads:
@@ -152,11 +152,11 @@ def transformer_placement(model: nn.Module, device: torch.device, offload: torch
             policy.resident_blocks, len(blocks), device, len(blocks),
         )  # fmt: skip
     with on_device(model, device, offload, policy, keep=lambda name: name != "transformer_blocks"):
-        for block in blocks[:resident]:
-            block.to(device)
-        if policy.prefetch and device.type == "cuda":
-            pin_blocks(blocks[resident:])
         try:
+            for block in blocks[:resident]:
+                block.to(device)
+            if policy.prefetch and device.type == "cuda":
+                pin_blocks(blocks[resident:])
             yield BlockStreamer(blocks, resident, device, policy.prefetch)
         finally:
             for block in blocks[:resident]:

@@ -8,7 +8,7 @@ import torch
 
 from easyanimate_core.attention import attention, available_backends, check_backend
 from easyanimate_core.loading import load_transformer
-from easyanimate_core.memory import MemoryPolicy, transformer_placement
+from easyanimate_core.memory import MemoryPolicy, on_device, transformer_placement
 from easyanimate_core.sampling import Interrupted, initial_noise, sample
 from easyanimate_core.schedulers import build_scheduler
 from easyanimate_core.teacache import COEFFICIENTS, TeaCache, coefficients_for
@@ -74,6 +74,35 @@ def test_block_swap_interrupted_leaves_the_model_unchanged(model):
         )
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert torch.equal(run(model, MemoryPolicy("block_swap", 1)), run(model))
+
+
+@pytest.mark.parametrize("policy,failing", [(MemoryPolicy("model_offload"), None), (MemoryPolicy("block_swap", 3), 2)])
+def test_placement_cut_short_by_out_of_memory_sends_back_every_part(model, monkeypatch, policy, failing):
+    """A move that runs out of device memory halfway (the blocks' list, or the third resident block) leaves what it
+    copied on the GPU: every part whose move began returns to the offload device. The CPU has no second device, so
+    the moves are recorded instead of made."""
+    gpu, where = torch.device("cuda", 0), {}
+    stuck = model.transformer_blocks if failing is None else model.transformer_blocks[failing]
+
+    def to(module, device):
+        where[module] = torch.device(device)
+        if module is stuck and where[module] == gpu:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return module
+
+    monkeypatch.setattr(torch.nn.Module, "to", to)
+    with pytest.raises(torch.OutOfMemoryError), transformer_placement(model, gpu, CPU, policy):
+        pass
+    assert stuck in where and set(where.values()) == {CPU}
+
+
+def test_a_half_placed_module_is_placed_whole():
+    """A child whose move stopped halfway (memory mode none keeps what was moved) is completed by the next run, not
+    taken as placed because its first weight is there (the meta device stands in for the GPU)."""
+    module = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    module[0].weight = torch.nn.Parameter(module[0].weight.to("meta"))
+    with on_device(module, torch.device("meta"), CPU, MemoryPolicy()):
+        assert {p.device.type for p in module.parameters()} == {"meta"}
 
 
 def test_fp8_weights_within_tolerance(folder, model):
