@@ -16,7 +16,7 @@ from comfy_host import (
     object_info,
     validate_prompt,
 )
-from comfy_host.run_workflows import END_IMAGE, START_IMAGE, write_inputs, write_tiny_models
+from comfy_host.run_workflows import END_IMAGE, START_IMAGE, TINY_LORA, write_inputs, write_tiny_models
 from PIL import Image
 
 from easyanimate_core.attention import available_backends
@@ -345,6 +345,71 @@ def test_interrupt_mid_sampling(env, run, memory):
     resumed = executor.execute(t2v_prompt(seed=2, memory=memory, steps=4))  # the same model, loaded once
     assert resumed.results["1"][0][0] is model and "1" in resumed.cached
     assert torch.equal(latents_of(resumed), latents_of(run(t2v_prompt(seed=2, memory=memory, steps=4))))
+
+
+def model_state(model) -> dict:
+    """Every module's own attributes (LoRA branches, fp8 switches, attention backend) and every weight with its dtype
+    and device: what a run must leave as it found it."""
+    state = {
+        f"{name}:attrs": repr(sorted((k, v) for k, v in m.__dict__.items() if k[0] != "_"))
+        for name, m in model.named_modules()
+    }
+    return state | {k: (v.clone(), v.dtype, v.device) for k, v in model.state_dict().items()}
+
+
+def assert_same_state(before: dict, after: dict) -> None:
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        if isinstance(value, tuple):
+            assert torch.equal(after[key][0], value[0]) and after[key][1:] == value[1:], key
+        else:
+            assert after[key] == value, key
+
+
+@pytest.mark.parametrize("memory,fp8_matmul", [("fp8", True), ("block_swap", False)])
+def test_an_error_inside_a_block_leaves_the_model_as_it_was(env, memory, fp8_matmul, monkeypatch):
+    """A failure halfway through a step (raised by block 1's third call) with every per-run switch on (Speed
+    Options, a LoRA, TeaCache): the model's weights and attributes are as before, and the next run equals a run in a
+    session where nothing failed."""
+    prompt = t2v_prompt(seed=5, steps=4, memory=memory, teacache=0.3)
+    prompt["9"] = {"class_type": "EasyAnimateSpeedOptions", "inputs": {"model": ["1", 0], "attention": "sdpa", "compile": "off", "fp8_matmul": fp8_matmul}}  # fmt: skip
+    prompt["10"] = {"class_type": "EasyAnimateLoraLoader", "inputs": {"model": ["9", 0], "lora_name": TINY_LORA, "strength": 0.8}}  # fmt: skip
+    prompt["3"]["inputs"]["model"] = ["10", 0]
+    clean = latents_of(PromptExecutor().execute(prompt))
+    executor = PromptExecutor()
+    model = executor.execute(t2v_prompt(seed=1, memory=memory)).results["1"][0][0].model
+    before, block, calls = model_state(model), model.transformer_blocks[1], []
+    forward = type(block).forward
+
+    def failing(self, *args):
+        calls.append(self is block)
+        if calls.count(True) == 3:
+            raise RuntimeError("block 1 failed")
+        return forward(self, *args)
+
+    monkeypatch.setattr(type(block), "forward", failing)
+    with pytest.raises(NodeExecutionError, match="block 1 failed"):
+        executor.execute(prompt)
+    monkeypatch.undo()
+    assert_same_state(before, model_state(model))
+    assert torch.equal(latents_of(executor.execute(prompt)), clean)
+    assert_same_state(before, model_state(model))
+
+
+def test_a_run_leaves_torch_global_state_alone(env):
+    """Loading (the preview map's fit), image-to-video's noise augmentation, a LoRA and TeaCache draw from their own
+    seeded generators, never from torch's global stream, and change no global setting."""
+
+    def settings():
+        return (torch.is_grad_enabled(), torch.get_default_dtype(), torch.get_num_threads(),
+                torch.get_float32_matmul_precision(), torch.are_deterministic_algorithms_enabled())  # fmt: skip
+
+    rng, before = torch.random.get_rng_state(), settings()
+    prompt = i2v_prompt(seed=3)
+    prompt["10"] = {"class_type": "EasyAnimateLoraLoader", "inputs": {"model": ["1", 0], "lora_name": TINY_LORA, "strength": 1.0}}  # fmt: skip
+    prompt["3"]["inputs"].update(model=["10", 0], teacache=0.3)
+    PromptExecutor().execute(prompt)
+    assert torch.equal(torch.random.get_rng_state(), rng) and settings() == before
 
 
 def test_memory_modes_give_the_same_video(env, run):
