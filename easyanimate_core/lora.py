@@ -237,6 +237,8 @@ def load_lora(path: str | os.PathLike, model: nn.Module, name: str | None = None
 
 def with_lora(handle: TransformerHandle, lora: LoadedLora, strength: float) -> TransformerHandle:
     """A new handle with ``lora`` stacked on top of the handle's LoRAs (strength 0: the handle unchanged)."""
+    if not -float("inf") < strength < float("inf"):  # NaN or inf (from a linked number) would make a video of NaN
+        raise ValueError(f"LoRA {lora.name!r}: the strength must be a finite number, got {strength}")
     if strength == 0:
         return handle
     return handle.replace(loras=tuple(handle.loras) + ((lora, float(strength)),))

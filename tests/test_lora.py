@@ -202,6 +202,9 @@ def test_strength_zero_is_exactly_no_lora(model):
     base = plain(model)
     assert L.with_lora(base, lora, 0.0) is base
     assert torch.equal(run(base.replace(loras=((lora, 0.0),))), run(base))
+    for strength in (float("nan"), float("inf")):  # a linked number bypasses the widget's range
+        with pytest.raises(ValueError, match="strength must be a finite number"):
+            L.with_lora(base, lora, strength)
 
 
 def test_negative_strength_equals_negative_merge(model):
