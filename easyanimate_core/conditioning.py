@@ -91,6 +91,11 @@ def image_to_video(
             f"{kept} start frame(s){' and an end image' if end is not None else ''} do not fit in {frames} frames: "
             "generate more frames or keep fewer"
         )
+    if kept > 1 and kept + (end is not None) == frames:  # as continuing a clip (builders.check_continuation)
+        raise ValueError(
+            f"{kept} start frames{' and an end image' if end is not None else ''} leave none of the {frames} frames "
+            f"to generate: raise frames to {frames + 4} or connect fewer images"
+        )
     first = start[:, :, 0] if start is not None else end
     b, _, h, w = first.shape
     video = first[:, :, None].expand(b, 3, frames, h, w).clone()

@@ -722,6 +722,13 @@ def test_image_to_video_keeps_a_batch_of_start_images_as_the_first_frames(env):
     assert not torch.equal(encode(start_image=batch), encode(start_image=batch[:1]))  # not just the first
     with pytest.raises(ValueError, match=r"9 start frame\(s\) and an end image do not fit in 9 frames"):
         encode(start_image=torch.rand(9, 48, 64, 3), end_image=batch[:1])
+    # keeping every frame would run the sampler to reproduce the input: said, as for continuing a clip
+    message = r"^9 start frames leave none of the 9 frames to generate: raise frames to 13 or connect fewer images$"
+    with pytest.raises(ValueError, match=message):
+        encode(start_image=torch.rand(9, 48, 64, 3))
+    with pytest.raises(ValueError, match=r"^8 start frames and an end image leave none of the 9 frames"):
+        encode(start_image=torch.rand(8, 48, 64, 3), end_image=batch[:1])
+    assert encode(start_image=torch.rand(8, 48, 64, 3)).shape[2] == 3  # one frame left to generate is fine
 
 
 def continued(env, frames):
