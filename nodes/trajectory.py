@@ -32,7 +32,8 @@ def _ref_size_input(name: str, default: int) -> tuple:
             "tooltip": f"{name} in pixels of the canvas the tracks are drawn on (tracks_json's coordinates); "
             "the reference image's size (the editor's 'Use image size' button sets it). A canvas of another "
             "aspect ratio than width x height is scaled to cover the video and centre-cropped, as the reference "
-            "image is, so the tracks stay on the same image content.",
+            "image is, so the tracks stay on the same image content. With a reference_image, the canvas is that "
+            "image stretched (as the editor shows it), so the crop follows the image's own aspect ratio.",
         },
     )
 
@@ -89,10 +90,13 @@ class EasyAnimateTrajectory:
 
     def draw(self, tracks_json, ref_width, ref_height, frames, width, height, resample, reference_image=None):
         check_size(width, height, frames)  # the Control Video it feeds needs a valid size: say so here already
-        tracks = parse_tracks(tracks_json, ref_width, ref_height)
-        tracks = fit_tracks(tracks, ref_width, ref_height, width, height)  # cropped as the reference image is
-        video = tracks_to_video(tracks, width, height, frames, resample=resample)  # [T, H, W, 3]
+        tracks = parse_tracks(tracks_json, ref_width, ref_height)  # fractions of the canvas
         image = first_frame(reference_image, "reference_image")  # [3, H, W] or None
+        # The editor shows the reference image stretched over the canvas, so the fractions are the image's: they
+        # are cropped as the image is, with its own aspect ratio when it differs from ref_width x ref_height.
+        ref = (ref_width, ref_height) if image is None else (image.shape[-1], image.shape[-2])
+        tracks = fit_tracks(tracks, *ref, width, height)
+        video = tracks_to_video(tracks, width, height, frames, resample=resample)  # [T, H, W, 3]
         seen = None if image is None else (fit_image(image, width, height).movedim(0, -1) + 1) / 2  # [H, W, 3]
         preview = draw_tracks_preview(seen, tracks, width, height)[None]  # [1, H, W, 3]
         if image is None:

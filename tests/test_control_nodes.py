@@ -336,8 +336,12 @@ def test_trajectory_control_video_preview_and_editor_image(env, run):
     prompt["15"] = trajectory_node()
     result = run(prompt)
     video, preview = result.results["15"][0][0], result.results["15"][1][0]
-    tracks = trajectory.fit_tracks(trajectory.parse_tracks(TRACK, 80, 56), 80, 56, 64, 48)  # 80x56 cropped to 4:3
+    # The editor draws the 96x64 reference image stretched over the 80x56 canvas: the tracks are fractions of the
+    # image and are cropped to 4:3 as the image is (by 3:2, not by the canvas's 10:7), to stay on its content.
+    on_canvas = trajectory.parse_tracks(TRACK, 80, 56)
+    tracks = trajectory.fit_tracks(on_canvas, 96, 64, 64, 48)
     assert torch.equal(video, trajectory.tracks_to_video(tracks, 64, 48, 9, resample=True))
+    assert tracks != trajectory.fit_tracks(on_canvas, 80, 56, 64, 48)
     assert video.shape == (9, 48, 64, 3) and preview.shape == (1, 48, 64, 3)
     (shown,) = result.outputs["15"]["bg_image"]  # a temp file the editor fetches through /view
     assert shown["type"] == "temp" and shown["subfolder"] == "" and shown["filename"].endswith(".png")
