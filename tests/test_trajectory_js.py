@@ -215,3 +215,22 @@ def test_editor_runs_with_a_stub_dom(tmp_path):
     assert out["cleared"] == []
     # the node's ui reference (a temp file, see host.save_temp_png) is fetched through ComfyUI's /view
     assert out["background"] == "/view?filename=easyanimate_trajectory_0a.png&subfolder=&type=temp"
+
+
+def test_imported_tracks_are_the_tracks_the_node_reads():
+    """Every form parse_tracks accepts is shown as the same tracks (KJNodes' pairs, JSON strings, quotes)."""
+    one = [{"x": 10, "y": 20}, {"x": 30, "y": 40}]
+    values = [
+        json.dumps([one, one[:1]]),
+        json.dumps(one),
+        json.dumps(json.dumps(one)),
+        json.dumps(one).replace('"', "'"),
+        json.dumps([json.dumps(one), json.dumps([{"x": 50, "y": 50}])]),
+        "[[[10, 20], [30, 40]]]",
+        "[[10, 20], [30, 40]]",
+        '{"x": 10, "y": 20}',
+    ]
+    got = run_js(f"console.log(JSON.stringify({json.dumps(values)}.map(M.parseImportedTracks)))", "trajectory_draw.js")
+    for value, tracks in zip(values, got):
+        expected = T.parse_tracks(value, 100, 100)
+        assert [[(p["x"] / 100, p["y"] / 100) for p in t] for t in tracks] == expected, value

@@ -31,17 +31,37 @@ export function addStyleOnce() {
 
 export const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]; // as the Python preview
 
+/** JSON, else JSON with Python's quotes (as the node reads it), repeated for JSON inside a JSON string. */
+function decode(value) {
+  for (let i = 0; i < 4 && typeof value === "string"; i++) {
+    try {
+      value = JSON.parse(value);
+    } catch {
+      value = JSON.parse(value.replaceAll("'", '"'));
+    }
+  }
+  return value;
+}
+
+const isPoint = (p) =>
+  Array.isArray(p) ? p.length === 2 && (p[0] === null || typeof p[0] !== "object") : p !== null && typeof p === "object" && "x" in p && "y" in p;
+
 /**
- * Tracks from a tracks_json value written elsewhere (e.g. pasted KJNodes coordinates): a list of tracks of
- * {x, y} points, or one track, possibly JSON inside a JSON string. Shown, not editable; invalid input is none.
+ * Tracks from a tracks_json value written elsewhere (e.g. pasted KJNodes coordinates), in the forms the node
+ * reads (easyanimate_core/trajectory.py parse_tracks): a list of tracks of {x, y} or [x, y] points, one track
+ * or one point, JSON inside a JSON string, a list of JSON strings (one per track), Python quotes. Shown, not
+ * editable; points without finite x and y are dropped, and input the node cannot read is no tracks.
  */
 export function parseImportedTracks(value) {
   try {
-    let data = JSON.parse(value || "[]");
-    if (typeof data === "string") data = JSON.parse(data);
-    if (Array.isArray(data) && data.length && !Array.isArray(data[0])) data = [data];
+    let data = decode(value || "[]");
+    if (Array.isArray(data) && data.length && data.every((t) => typeof t === "string")) data = data.map(decode);
+    if (Array.isArray(data) ? data.length && isPoint(data[0]) : isPoint(data)) data = Array.isArray(data) ? [data] : [[data]];
     if (!Array.isArray(data)) return [];
-    return data.filter(Array.isArray).map((t) => t.filter((p) => Number.isFinite(p?.x) && Number.isFinite(p?.y)));
+    return data
+      .filter(Array.isArray)
+      .map((t) => t.filter(isPoint).map((p) => (Array.isArray(p) ? { x: p[0], y: p[1] } : { x: p.x, y: p.y })))
+      .map((t) => t.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y)));
   } catch {
     return [];
   }
