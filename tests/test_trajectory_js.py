@@ -126,7 +126,7 @@ globalThis.ResizeObserver = class { observe() {} disconnect() {} };
 globalThis.Image = class { set src(value) { globalThis.lastImageSrc = value; } };
 """
 
-EDITOR_SCRIPT = """
+EDITOR_PRELUDE = """
 import { registered } from "./stub_dom.mjs";
 await import("./extensions/pack/trajectory_editor.js");
 const ext = registered[0];
@@ -158,7 +158,22 @@ const event = (x, y, button = 0) => ({
 const canvas = editor.canvas.listeners;
 const json = () => JSON.parse(node.widgets[0].value);
 const points = () => JSON.parse(JSON.stringify(node.properties.easyanimate_trajectory_points));
+const setWidget = (n, i, value) => {  // as the frontend does: value, then the widget's callback
+  n.widgets[i].value = value;
+  n.widgets[i].callback?.(value);
+};
+const reload = (from) => {  // a saved workflow opened again: LGraphNode.configure sets widgets before onConfigure
+  const copy = new Node();
+  copy.onNodeCreated();
+  copy.properties = JSON.parse(JSON.stringify(from.properties));
+  from.widgets.slice(0, 4).forEach((w, i) => (copy.widgets[i].value = w.value));
+  copy.onConfigure({});
+  return copy;
+};
 const out = { name: ext.name };
+"""
+
+EDITOR_SCRIPT = """
 canvas.pointerdown(event(10, 10));
 canvas.pointerdown(event(190, 90));
 out.first = json();
@@ -174,20 +189,16 @@ out.undone = points()[0][0];
 node.widgets[3].value = 3;
 node.widgets[3].callback(3);
 out.threeFrames = json();
-const reopened = new Node();
-reopened.onNodeCreated();
-reopened.properties = JSON.parse(JSON.stringify(node.properties));
-reopened.onConfigure({});
-out.reopened = reopened.trajectoryEditor.tracks;
+out.reopened = reload(node).trajectoryEditor.tracks;
 node.onExecuted({ bg_image: [{ filename: "easyanimate_trajectory_0a.png", subfolder: "", type: "temp" }] });
 out.background = globalThis.lastImageSrc;
 editor.clear();
 out.cleared = json();
-console.log(JSON.stringify(out));
 """
 
 
-def test_editor_runs_with_a_stub_dom(tmp_path):
+def run_editor(tmp_path, script: str) -> dict:
+    """Run EDITOR_PRELUDE + `script` on the editor under the stub DOM; it prints `out` as JSON, returned parsed."""
     (tmp_path / "stub_dom.mjs").write_text(STUB_DOM)
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "app.js").write_text(
@@ -199,10 +210,14 @@ def test_editor_runs_with_a_stub_dom(tmp_path):
     pack.mkdir(parents=True)
     for path in WEB.glob("*.js"):
         shutil.copy(path, pack / path.name)
-    (tmp_path / "run.mjs").write_text(EDITOR_SCRIPT)
+    (tmp_path / "run.mjs").write_text(EDITOR_PRELUDE + script + "console.log(JSON.stringify(out));\n")
     done = subprocess.run([NODE, str(tmp_path / "run.mjs")], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_editor_runs_with_a_stub_dom(tmp_path):
+    out = run_editor(tmp_path, EDITOR_SCRIPT)
 
     assert out["name"] == "EasyAnimate.TrajectoryEditor"
     line = [{"x": 10 + 45 * i, "y": 10 + 20 * i} for i in range(5)]  # two clicks: a straight track, 5 frames
@@ -215,6 +230,89 @@ def test_editor_runs_with_a_stub_dom(tmp_path):
     assert out["cleared"] == []
     # the node's ui reference (a temp file, see host.save_temp_png) is fetched through ComfyUI's /view
     assert out["background"] == "/view?filename=easyanimate_trajectory_0a.png&subfolder=&type=temp"
+
+
+def test_tracks_json_edited_by_hand_wins_over_the_control_points(tmp_path):
+    """Typing in tracks_json leaves the editor's curves behind: the editor drops its points and shows the text,
+    later changes (frames) do not overwrite it, a workflow saved that way opens the same, and Undo brings the
+    points back."""
+    out = run_editor(
+        tmp_path,
+        """
+canvas.pointerdown(event(10, 10));
+canvas.pointerdown(event(190, 90));
+const hand = '[[{"x": 5, "y": 6}, {"x": 50, "y": 60}]]';
+setWidget(node, 0, hand);  // the textarea's input event
+out.points = points();
+out.status = editor.status.textContent;
+setWidget(node, 3, 9);  // frames
+out.afterFrames = node.widgets[0].value;
+const saved = reload(node);
+out.savedJson = saved.widgets[0].value;
+// saved before the fix: the old control points beside the hand-edited text
+const stale = new Node();
+stale.onNodeCreated();
+stale.properties = { easyanimate_trajectory_points: [[{ x: 10, y: 10 }, { x: 190, y: 90 }]] };
+stale.widgets[0].value = hand;
+stale.onConfigure({});
+out.staleJson = stale.widgets[0].value;
+out.staleTracks = stale.trajectoryEditor.tracks;
+stale.trajectoryEditor.undo();
+out.staleUndone = stale.trajectoryEditor.tracks;
+editor.undo();
+out.undone = points();
+out.undoneJson = json();
+""",
+    )
+    hand = '[[{"x": 5, "y": 6}, {"x": 50, "y": 60}]]'
+    assert out["points"] == [[]] and "from tracks_json" in out["status"]
+    assert out["afterFrames"] == hand and out["savedJson"] == hand
+    assert out["staleJson"] == hand and out["staleTracks"] == [[]]
+    assert out["staleUndone"] == [[{"x": 10, "y": 10}, {"x": 190, "y": 90}]]
+    assert out["undone"] == [[{"x": 10, "y": 10}, {"x": 190, "y": 90}]]
+    assert [len(t) for t in out["undoneJson"]] == [9]  # the points' curve, written again at the new frame count
+
+
+def test_undo_after_a_new_reference_size_keeps_the_new_scale(tmp_path):
+    out = run_editor(
+        tmp_path,
+        """
+canvas.pointerdown(event(10, 10));
+canvas.pointerdown(event(190, 90));
+setWidget(node, 1, 400);  // ref_width 200 -> 400: the points keep their place on the picture
+out.scaled = points();
+editor.undo();  // takes back the second click
+out.undone = points();
+out.json = json();
+""",
+    )
+    assert out["scaled"] == [[{"x": 20, "y": 10}, {"x": 380, "y": 90}]]
+    assert out["undone"] == [[{"x": 20, "y": 10}]]
+    assert out["json"] == [[{"x": 20, "y": 10}] * 5]
+
+
+def test_shortcuts_with_modifiers_are_left_to_comfyui(tmp_path):
+    """Ctrl+Z / Ctrl+Shift+Z are ComfyUI's undo and redo (its capture-phase listener sees them anyway); the
+    editor must not undo on top of them."""
+    out = run_editor(
+        tmp_path,
+        """
+canvas.pointerdown(event(10, 10));
+canvas.pointerdown(event(190, 90));
+let stopped = 0;
+const key = (k, mods) => ({ ...event(0, 0), key: k, ...mods, stopPropagation() { stopped += 1; } });
+canvas.keydown(key("z", { ctrlKey: true }));
+canvas.keydown(key("Z", { ctrlKey: true, shiftKey: true }));
+canvas.keydown(key("z", { metaKey: true }));
+canvas.keydown(key("n", { ctrlKey: true }));
+out.withModifiers = points();
+out.stopped = stopped;
+canvas.keydown(key("z", {}));
+out.plain = points();
+""",
+    )
+    assert out["withModifiers"] == [[{"x": 10, "y": 10}, {"x": 190, "y": 90}]] and out["stopped"] == 0
+    assert out["plain"] == [[{"x": 10, "y": 10}]]
 
 
 def test_imported_tracks_are_the_tracks_the_node_reads():

@@ -6,7 +6,9 @@
 // node.properties.easyanimate_trajectory_points, so re-opening a workflow restores the editable curves.
 //
 // Mouse: click adds a point to the current track, drag moves a point, right-click deletes one.
-// Keys (with the editor focused): N new track, Z or Backspace undo.
+// Keys (with the editor focused): N new track, Z or Backspace undo; with Ctrl, Alt or Meta they are ComfyUI's
+// (Ctrl+Z undoes the last change in ComfyUI's history, which records every change made here).
+// tracks_json edited by hand wins: the control points give way (Undo brings them back) and the editor shows it.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -114,6 +116,38 @@ class TrajectoryEditor {
     this.current = this.tracks.length - 1;
     this.history = [];
     this.size = this.refSize();
+    this.written = this.sampledJSON(); // what these points write; a saved tracks_json edited by hand differs
+    this.followJSON();
+    this.redraw();
+  }
+
+  /** The tracks_json text of the control points at the current size and frame count. */
+  sampledJSON() {
+    const { w, h } = this.refSize();
+    const frames = this.frames();
+    return tracksToJSON(this.tracks.filter((t) => t.length).map((t) => trackFromControlPoints(t, frames, w, h)));
+  }
+
+  storePoints() {
+    this.node.properties ??= {};
+    this.node.properties[POINTS_PROPERTY] = this.tracks.map((t) => t.map((p) => ({ x: p.x, y: p.y })));
+  }
+
+  /** tracks_json no longer holds what the editor wrote (edited by hand): drop the control points, so the editor
+   * shows what will run and does not overwrite it later. Undo brings them back. Returns whether it did. */
+  followJSON() {
+    const json = this.widget("tracks_json");
+    if (!json || json.value === this.written || !this.tracks.some((t) => t.length)) return false;
+    this.remember();
+    this.tracks = [[]];
+    this.current = 0;
+    this.storePoints();
+    return true;
+  }
+
+  /** tracks_json's own callback (typing in it, or a value set by the editor). */
+  onJSONChanged() {
+    this.followJSON();
     this.redraw();
   }
 
@@ -124,18 +158,21 @@ class TrajectoryEditor {
 
   /** Store the control points and write the per-frame tracks into tracks_json. */
   commit() {
-    this.node.properties ??= {};
-    this.node.properties[POINTS_PROPERTY] = this.tracks.map((t) => t.map((p) => ({ x: p.x, y: p.y })));
-    const { w, h } = this.refSize();
-    const frames = this.frames();
-    const sampled = this.tracks.filter((t) => t.length).map((t) => trackFromControlPoints(t, frames, w, h));
-    const json = this.widget("tracks_json");
-    if (json) {
-      json.value = tracksToJSON(sampled);
-      json.callback?.(json.value);
+    // a change ComfyUI's history (its Ctrl+Z) records: it takes the graph's state after the last after-change
+    app.canvas?.emitBeforeChange?.();
+    try {
+      this.storePoints();
+      this.written = this.sampledJSON();
+      const json = this.widget("tracks_json");
+      if (json) {
+        json.value = this.written;
+        json.callback?.(json.value);
+      }
+      this.redraw();
+      this.node.setDirtyCanvas?.(true, true);
+    } finally {
+      app.canvas?.emitAfterChange?.();
     }
-    this.redraw();
-    this.node.setDirtyCanvas?.(true, true);
   }
 
   newTrack() {
@@ -163,11 +200,14 @@ class TrajectoryEditor {
 
   /** ref_width, ref_height or frames changed: re-sample the drawn tracks (pasted tracks_json is left alone). */
   onSettingsChanged() {
-    // a new reference size keeps the points where they are on the (stretched) reference image
+    this.followJSON();
+    // a new reference size keeps the points where they are on the (stretched) reference image, Undo's too
     const { w, h } = this.refSize();
     const old = this.size ?? { w, h };
     if (old.w !== w || old.h !== h) {
-      this.tracks = this.tracks.map((t) => t.map((p) => ({ x: (p.x * w) / old.w, y: (p.y * h) / old.h })));
+      const scale = (tracks) => tracks.map((t) => t.map((p) => ({ x: (p.x * w) / old.w, y: (p.y * h) / old.h })));
+      this.tracks = scale(this.tracks);
+      this.history = this.history.map((state) => JSON.stringify(scale(JSON.parse(state))));
     }
     this.size = { w, h };
     if (this.tracks.some((t) => t.length)) this.commit();
@@ -226,11 +266,17 @@ class TrajectoryEditor {
 
   /** Event -> reference-pixel coordinates (the canvas may be scaled by CSS and by the graph zoom). */
   toRef(e) {
-    const rect = this.canvas.getBoundingClientRect();
+    const c = this.canvas;
+    const rect = c.getBoundingClientRect(); // the border box, on screen
+    const zoom = c.offsetWidth ? rect.width / c.offsetWidth : 1; // offsetWidth is the same box before the zoom
+    const bx = (c.clientLeft || 0) * zoom; // the picture starts inside the canvas's border
+    const by = (c.clientTop || 0) * zoom;
+    const width = rect.width - 2 * bx;
+    const height = rect.height - 2 * by;
     const { w, h } = this.refSize();
-    const x = ((e.clientX - rect.left) / rect.width) * w;
-    const y = ((e.clientY - rect.top) / rect.height) * h;
-    return { x: Math.min(w, Math.max(0, x)), y: Math.min(h, Math.max(0, y)), perPx: w / rect.width };
+    const x = ((e.clientX - rect.left - bx) / width) * w;
+    const y = ((e.clientY - rect.top - by) / height) * h;
+    return { x: Math.min(w, Math.max(0, x)), y: Math.min(h, Math.max(0, y)), perPx: w / width };
   }
 
   hit(p) {
@@ -290,6 +336,7 @@ class TrajectoryEditor {
   }
 
   onKey(e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) return; // ComfyUI's shortcuts (Ctrl+Z, Ctrl+Shift+Z, Ctrl+C...)
     const key = e.key.toLowerCase();
     if (key === "n") this.newTrack();
     else if (key === "z" || key === "backspace" || key === "delete") this.undo();
@@ -363,6 +410,8 @@ app.registerExtension({
         const w = editor.widget(name);
         if (w) chainCallback(w, "callback", () => editor.onSettingsChanged());
       }
+      const json = editor.widget("tracks_json");
+      if (json) chainCallback(json, "callback", () => editor.onJSONChanged());
       editor.load();
       this.setSize([Math.max(this.size[0], 420), this.computeSize()[1]]);
     });

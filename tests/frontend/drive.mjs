@@ -7,7 +7,8 @@
 // One browser and one page: the app starts once, then every workflow is loaded with the app's own
 // app.loadGraphData(), checked, converted with app.graphToPrompt() and screenshotted. In every graph that
 // holds an EasyAnimateTrajectory node, the editor canvas is clicked with real mouse events: the Clear
-// button, then one track per entry of `clicks` (fractions of the canvas), "New track" between tracks.
+// button, then one track per entry of `clicks` (fractions of the canvas), "New track" between tracks; then
+// ComfyUI's undo and redo, typing in tracks_json, and a click at graph zoom 1.5 (editorChecks).
 // RESULTS: {startup: {console, requests...}, workflows: {name: {...}}}; the Python side asserts on it.
 
 import fs from "node:fs";
@@ -119,6 +120,80 @@ async function drawTracks(page, nodeId, clicks) {
   return { ...after, box, clicked, prompt_inputs: output[String(nodeId)]?.inputs ?? null };
 }
 
+/** What the Trajectory node `nodeId` holds now: tracks_json, its control points, the editor's and its status. */
+function editorState(page, nodeId) {
+  return page.evaluate((id) => {
+    const node = window.app.rootGraph.getNodeById(id); // a new node object after ComfyUI's undo
+    return {
+      tracks_json: node.widgets.find((w) => w.name === "tracks_json").value,
+      points: node.properties.easyanimate_trajectory_points ?? null,
+      editor: node.trajectoryEditor.tracks,
+      status: node.trajectoryEditor.status.textContent,
+    };
+  }, nodeId);
+}
+
+/**
+ * After drawTracks, with the editor focused: ComfyUI's Ctrl+Z and Ctrl+Shift+Z; typing in tracks_json; then, at
+ * graph zoom 1.5, Clear and one click 3 screen pixels inside the picture's top-left corner.
+ */
+async function editorChecks(page, nodeId) {
+  const out = {};
+  const settle = async () => {
+    await page.waitForTimeout(300); // ComfyUI undoes in an animation frame, then reloads the graph
+    await nextFrames(page);
+  };
+  await page.keyboard.press("Control+z");
+  await settle();
+  out.undone = await editorState(page, nodeId);
+  await page.keyboard.press("Control+Shift+z");
+  await settle();
+  out.redone = await editorState(page, nodeId);
+
+  const textarea = await page.evaluate((id) => {
+    const node = window.app.rootGraph.getNodeById(id);
+    const r = node.widgets.find((w) => w.name === "tracks_json").element.getBoundingClientRect();
+    return { x: r.left + r.width / 2, y: r.top + r.height / 2 };
+  }, nodeId);
+  await page.mouse.click(textarea.x, textarea.y);
+  await page.keyboard.press("Control+a");
+  await page.keyboard.type(out.hand_typed = '[[{"x": 5, "y": 6}, {"x": 50, "y": 60}]]');
+  await settle();
+  out.hand_edited = await editorState(page, nodeId);
+
+  const target = await page.evaluate((id) => {
+    const app = window.app;
+    const node = app.rootGraph.getNodeById(id);
+    app.canvas.ds.scale = 1.5;
+    app.canvas.ds.offset = [60 - node.pos[0], 100 - node.pos[1]];
+    app.canvas.setDirty(true, true);
+    return new Promise((resolve) =>
+      requestAnimationFrame(() =>
+        requestAnimationFrame(() => {
+          const c = node.trajectoryEditor.canvas;
+          const r = c.getBoundingClientRect();
+          const zoom = r.width / c.offsetWidth;
+          const left = r.left + c.clientLeft * zoom; // the picture, inside the border
+          const top = r.top + c.clientTop * zoom;
+          const clear = [...node.trajectoryEditor.element.querySelectorAll("button")].find((b) => b.textContent === "Clear");
+          const b = clear.getBoundingClientRect();
+          resolve({
+            clear: { x: b.left + b.width / 2, y: b.top + b.height / 2 },
+            click: { x: left + 3, y: top + 3 },
+            expected: { x: (3 / (c.clientWidth * zoom)) * c.width, y: (3 / (c.clientHeight * zoom)) * c.height },
+            zoom,
+          });
+        }),
+      ),
+    );
+  }, nodeId);
+  await page.mouse.click(target.clear.x, target.clear.y);
+  await page.mouse.click(target.click.x, target.click.y);
+  await nextFrames(page);
+  out.corner = { ...target, got: (await editorState(page, nodeId)).points };
+  return out;
+}
+
 async function main() {
   fs.mkdirSync(config.artifacts, { recursive: true });
   const browser = await chromium.launch({
@@ -200,6 +275,7 @@ async function main() {
         const editorNode = result.nodes.find((n) => n.type === TRAJECTORY_NODE);
         if (editorNode) {
           result.trajectory = await drawTracks(page, editorNode.id, config.clicks);
+          if (!result.trajectory.error) result.trajectory.checks = await editorChecks(page, editorNode.id);
           await page.screenshot({ path: path.join(config.artifacts, `${name}.trajectory.png`) });
         }
       } catch (e) {

@@ -237,6 +237,27 @@ def test_trajectory_editor_takes_mouse_clicks(frontend):
         assert result["prompt_inputs"]["tracks_json"] == result["tracks_json"], name  # what Queue would send
 
 
+def test_trajectory_editor_with_comfyui_undo_hand_edits_and_zoom(frontend):
+    """ComfyUI's Ctrl+Z takes back the last click and Ctrl+Shift+Z brings it again (its history records the
+    editor's changes), with the points, the editor and tracks_json agreeing; typing in tracks_json drops the
+    points and the editor shows the text; at zoom 1.5 a click lands where it is on the picture (inside the
+    canvas's border)."""
+    drawn = [r["trajectory"] for r in frontend["results"]["workflows"].values() if "trajectory" in r]
+    checks = drawn[0]["checks"]
+    last = CLICKS[-1]
+    for state, clicks in ((checks["undone"], last[:-1]), (checks["redone"], last)):
+        assert len(state["points"]) == len(CLICKS) and state["editor"] == state["points"]
+        assert len(state["points"][-1]) == len(clicks)
+    assert checks["redone"]["tracks_json"] == drawn[0]["tracks_json"] != checks["undone"]["tracks_json"]
+    hand = checks["hand_edited"]
+    assert hand["tracks_json"] == checks["hand_typed"] and hand["points"] == [[]] and hand["editor"] == [[]]
+    assert hand["status"].startswith("1 track(s) from tracks_json")
+    corner = checks["corner"]
+    assert corner["zoom"] == pytest.approx(1.5)
+    ((point,),) = corner["got"]
+    assert (point["x"], point["y"]) == pytest.approx((corner["expected"]["x"], corner["expected"]["y"]), abs=0.3)
+
+
 def test_pack_scripts_do_not_warn(frontend):
     """The pack's scripts use no deprecated frontend API (LiteGraph.alwaysRepeatWarnings is on)."""
     phases = {"startup": frontend["results"]["startup"], **frontend["results"]["workflows"]}
