@@ -12,7 +12,9 @@ Key formats (``<m>`` is a module name such as ``transformer_blocks.0.attn1.to_q`
 - diffusers/PEFT: ``transformer.<m>.lora_A.weight`` / ``.lora_B.weight`` (optional ``.alpha``).
 - ComfyUI-style: ``diffusion_model.<m>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``.
 Module names may be ours (original EasyAnimate) or diffusers' (``attn1.add_q_proj`` is our ``attn2.to_q``,
-see ``keys.py``), dotted or flattened.
+see ``keys.py``), dotted or flattened. Only plain LoRA is read (on linear layers, and the patch-embedding conv as
+LoCon writes it); a file with DoRA, LoHa, LoKr, Tucker (``lora_mid``), OFT, GLoRA, bias or full-difference weights
+is refused by name, since leaving those out would change the result.
 """
 
 from __future__ import annotations
@@ -57,6 +59,18 @@ _TRANSFORMER_PREFIX = re.compile(
 )
 _BLOCK = re.compile(r"^transformer_blocks[._](\d+)(?:[._]|$)")  # dotted or kohya-flattened
 _TEXT_ENCODER_PREFIX = re.compile(r"^(?:lora_te\d*_|text_encoders?(?:_\d)?\.|te\d?\.)")
+# Keys of adapters that are not plain LoRA (LyCORIS, PEFT, ComfyUI's key set). Applying only their lora_down/up
+# pairs, or nothing, would give another result than the trainer's, so such files are refused by name.
+_OTHER_ADAPTERS = (
+    (re.compile(r"\.(?:dora_scale|lora_magnitude_vector)(?:\.|$)"), "DoRA"),
+    (re.compile(r"\.hada_"), "LoHa"),
+    (re.compile(r"\.lokr_"), "LoKr"),
+    (re.compile(r"\.lora_mid\.weight$"), "LoCon with a Tucker middle (lora_mid)"),
+    (re.compile(r"\.b?oft_"), "OFT"),
+    (re.compile(r"\.[ab][12]\.weight$"), "GLoRA"),
+    (re.compile(r"\.(?:diff|diff_b|set_weight|w_norm|b_norm)$"), "full weight or bias difference"),
+    (re.compile(r"\.(?:lora_B|lora_up)(?:\.default)?\.bias$"), "LoRA with biases"),
+)
 
 LoraStack = tuple[tuple["LoadedLora", float], ...]  # TransformerHandle.loras: (lora, strength) pairs
 
@@ -188,9 +202,15 @@ def parse_lora(sd: dict[str, torch.Tensor], model: nn.Module, name: str = "lora"
     unmatched, text_encoder = [], []
     for key, tensor in sd.items():
         m = _KEY.match(key)
-        if m and _TEXT_ENCODER_PREFIX.match(m["module"]):
+        if _TEXT_ENCODER_PREFIX.match(key):
             text_encoder.append(key)
             continue
+        for pattern, kind in _OTHER_ADAPTERS:
+            if pattern.search(key):
+                raise ValueError(
+                    f"LoRA {name!r} has {kind} weights ({key!r}), which this loader does not apply: it reads plain "
+                    "LoRA (down and up matrices with an optional alpha), and leaving them out would change the result"
+                )
         target = aliases.get(_TRANSFORMER_PREFIX.sub("", m["module"], count=1)) if m else None
         if target is None:
             unmatched.append(key)

@@ -2,6 +2,7 @@
 
 import importlib
 import logging
+import re
 import sys
 import types
 import uuid
@@ -125,7 +126,9 @@ def merged(model, *loras_and_strengths, alpha=True):
             scale = strength * (a if alpha else rank) / rank
             w = sd[f"{name}.weight"]
             sd[f"{name}.weight"] = w + scale * (up.flatten(1) @ down.flatten(1)).reshape(w.shape)
-    return make_model(sd)
+    copy = EasyAnimateTransformer(model.config)
+    copy.load_state_dict(sd)
+    return copy.eval().requires_grad_(False)
 
 
 def embeds(width: int = 32) -> PromptEmbeds:
@@ -302,14 +305,12 @@ def test_unmatched_keys_are_reported_by_name(model, caplog):
     sd = kohya(random_lora(model, seed=10, targets=TARGETS[:2]))
     sd["lora_unet__transformer_blocks_0_attn_temporal_to_q.lora_down.weight"] = torch.zeros(4, 32)
     sd["lora_te1_encoder_layer_0_q.lora_up.weight"] = torch.zeros(32, 4)
-    sd["lora_unet__transformer_blocks_0_attn1_to_q.dora_scale"] = torch.ones(32, 1)
     with caplog.at_level(logging.WARNING, logger="EasyAnimate"):
         lora = L.parse_lora(sd, model, "mixed")
     assert set(lora.patches) == set(TARGETS[:2])
     assert set(lora.unmatched) == {
         "lora_unet__transformer_blocks_0_attn_temporal_to_q.lora_down.weight",
         "lora_te1_encoder_layer_0_q.lora_up.weight",
-        "lora_unet__transformer_blocks_0_attn1_to_q.dora_scale",
     }
     assert "lora_unet__transformer_blocks_0_attn_temporal_to_q.lora_down.weight" in caplog.text
     assert "text-encoder" in caplog.text
@@ -451,3 +452,69 @@ def test_strength_changes_do_not_recompile_compiled_blocks(model):
     for s, out in outputs.items():
         torch.testing.assert_close(out, eager[s], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(outputs[0.3], outputs[1.1], atol=1e-3)
+
+
+def version_model(version: str, num_layers: int = 2, mmdit_layers: int = 2) -> EasyAnimateTransformer:
+    """A tiny V5.1 or V5 (with its T5 projection) model; ``mmdit_layers < num_layers`` makes the later blocks
+    single-stream, as in the V5.1 7B (36 blocks, 18 multi-modal) against the 12B (48, all multi-modal)."""
+    cfg = tiny_transformer_config(version=version, text_dim=32, text_dim_t5=48 if version == "V5" else None)
+    cfg |= dict(num_layers=num_layers, mmdit_layers=mmdit_layers)
+    model = EasyAnimateTransformer(TransformerConfig.from_dict(cfg))
+    model.load_state_dict(tiny_transformer_state_dict(cfg))
+    return model.eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("version", ["V5.1", "V5"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float8_e4m3fn])
+def test_every_layer_in_every_format_and_file_dtype(version, dtype):
+    """EasyAnimate's trainer patches every Linear of the transformer (time embedding, text projections, the
+    modulation linears, the output head) plus what a LoCon adds (the patch-embedding conv): each format reaches
+    each layer and equals the file's own (rounded) tensors merged by hand."""
+    model = version_model(version)
+    names = tuple(L.lora_targets(model))
+    assert {"time_embedding.linear_1", "proj", "norm_out.linear", "proj_out"} <= set(names)
+    assert ("text_proj_t5" in names) == (version == "V5") and ("text_proj.1" in names) == (version == "V5.1")
+    lw = {n: (d.to(dtype), u.to(dtype), a) for n, (d, u, a) in random_lora(model, seed=21, targets=names).items()}
+    # alpha is stored in the weights' dtype below (as EasyAnimate's save_weights does), so it rounds too
+    rounded = {n: (d.float(), u.float(), torch.tensor(a).to(dtype).item()) for n, (d, u, a) in lw.items()}
+    g = torch.Generator().manual_seed(0)
+    inputs = (
+        torch.randn(2, 16, 2, 4, 6, generator=g),
+        torch.tensor([900.0, 250.0]),
+        torch.randn(2, 5, 32, generator=g),
+    )
+    inputs += (torch.randn(2, 3, 48, generator=g),) if version == "V5" else ()
+    expected = merged(model, (rounded, 0.7))(*inputs)
+    assert (expected - model(*inputs)).abs().max() > 1.0
+    for fmt, writer in WRITERS.items():
+        sd = writer(lw)
+        sd = {k: v.to(dtype) if k.endswith(".alpha") else v for k, v in sd.items()}
+        lora = L.parse_lora(sd, model, fmt)
+        assert set(lora.patches) == set(names) and lora.unmatched == ()
+        with L.applied(model, ((lora, 0.7),), CPU, torch.float32):
+            got = model(*inputs)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)  # the LoRA moves it by > 1
+
+
+@pytest.mark.parametrize(
+    "key, kind",
+    [
+        ("lora_unet__transformer_blocks_0_attn1_to_q.dora_scale", "DoRA"),  # kohya / LyCORIS / ComfyUI
+        ("transformer.transformer_blocks.0.attn1.to_q.lora_magnitude_vector", "DoRA"),  # PEFT
+        ("diffusion_model.transformer_blocks.0.attn1.to_q.lora_magnitude_vector.weight", "DoRA"),
+        ("lora_unet__transformer_blocks_0_attn1_to_k.hada_w1_a", "LoHa"),
+        ("lora_unet__transformer_blocks_0_attn1_to_k.lokr_w1", "LoKr"),
+        ("lora_unet__proj.lora_mid.weight", "Tucker"),
+        ("diffusion_model.transformer_blocks.0.norm1.linear.diff_b", "bias difference"),
+        ("diffusion_model.transformer_blocks.0.attn1.norm_q.diff", "weight or bias difference"),
+        ("transformer.transformer_blocks.0.attn1.to_v.lora_B.bias", "LoRA with biases"),
+        ("lora_unet__transformer_blocks_0_attn1_to_v.oft_blocks", "OFT"),
+    ],
+)
+def test_other_adapter_kinds_are_refused_not_half_applied(model, key, kind):
+    """Applying only the plain down/up pairs of such a file, or skipping it with a warning, gives another video
+    than the trainer's: an error naming the kind and the key."""
+    sd = kohya(random_lora(model, seed=22, targets=TARGETS[:2]))
+    sd[key] = torch.ones(32, 1)
+    with pytest.raises(ValueError, match=rf"LoRA 'x' has .*{kind}.* weights \('{re.escape(key)}'\)"):
+        L.parse_lora(sd, model, "x")
