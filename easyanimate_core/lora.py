@@ -58,6 +58,10 @@ _TRANSFORMER_PREFIX = re.compile(
     r"transformer\.|unet\.)"
 )
 _BLOCK = re.compile(r"^transformer_blocks[._](\d+)(?:[._]|$)")  # dotted or kohya-flattened
+# Within a block (our names and diffusers', dotted or flattened): the text stream of a multi-modal block.
+_TEXT_STREAM = re.compile(r"^(?:attn2|txt_ff|attn1[._](?:add_[qkv]_proj|to_add_out))(?:[._]|$)")
+# The text projections: V5's plain ``text_proj`` / ``text_proj_t5``, V5.1's ``text_proj.1`` (after an RMSNorm).
+_TEXT_PROJ = re.compile(r"^text_proj(?:_t5)?(?:[._]1)?$")
 _TEXT_ENCODER_PREFIX = re.compile(r"^(?:lora_te\d*_|text_encoders?(?:_\d)?\.|te\d?\.)")
 # Keys of adapters that are not plain LoRA (LyCORIS, PEFT, ComfyUI's key set). Applying only their lora_down/up
 # pairs, or nothing, would give another result than the trainer's, so such files are refused by name.
@@ -180,19 +184,47 @@ def _fit(lora_name: str, target: str, module: nn.Module, down: torch.Tensor, up:
     return down, up
 
 
-def _check_depth(name: str, unmatched: list[str], targets: Iterable[str]) -> None:
-    """ValueError when unmatched keys name transformer blocks past this model's last: a LoRA for a deeper model.
+def _check_model(name: str, unmatched: list[str], patched: Iterable[str], targets: Iterable[str]) -> None:
+    """ValueError when the LoRA names layers that show it was made for another EasyAnimate model.
 
-    Other unmatched keys (layers this code does not patch) stay a warning in :func:`parse_lora`.
+    Blocks past this model's last (a deeper model), the text stream of a block that is single-stream here or the
+    reverse (the V5.1 7B's blocks from 18 on are single-stream, the 12B's are not), or the other version's text
+    projections (V5's ``text_proj`` and T5 ``text_proj_t5``, V5.1's ``text_proj.1`` after an RMSNorm). Other
+    unmatched keys (layers this code does not patch) stay a warning in :func:`parse_lora`.
     """
     have = 1 + max((int(m[1]) for t in targets if (m := _BLOCK.match(t))), default=-1)
-    modules = (_TRANSFORMER_PREFIX.sub("", m["module"], count=1) for k in unmatched if (m := _KEY.match(k)))
+    modules = [_TRANSFORMER_PREFIX.sub("", m["module"], count=1) for k in unmatched if (m := _KEY.match(k))]
     wanted = 1 + max((int(m[1]) for mod in modules if (m := _BLOCK.match(mod))), default=-1)
     if wanted > have:
         raise ValueError(
             f"LoRA {name!r}: the LoRA targets {wanted} transformer blocks but this model has {have}: it was made "
             "for another model size"
         )
+    for mod in modules:
+        if (m := _BLOCK.match(mod)) and _TEXT_STREAM.match(mod[m.end() :]):
+            raise ValueError(
+                f"LoRA {name!r} patches the text stream of transformer block {m[1]} ({mod!r}), which is single-stream "
+                "in this model: it was made for another model size (the V5.1 7B's blocks from 18 on are "
+                "single-stream, the 12B's are not)"
+            )
+        if _TEXT_PROJ.match(mod):  # unmatched, so this model has no projection of that name
+            raise ValueError(
+                f"LoRA {name!r} patches the text projection {mod!r}, which this transformer does not have: it was "
+                "made for another EasyAnimate version (V5 has text_proj and the T5 text_proj_t5, V5.1 text_proj.1)"
+            )
+    blocks: dict[int, bool] = {}  # patched block -> whether its text stream is patched
+    for t in patched:
+        if m := _BLOCK.match(t):
+            blocks[int(m[1])] = blocks.get(int(m[1]), False) or bool(_TEXT_STREAM.match(t[m.end() :]))
+    last_text = max((i for i, text in blocks.items() if text), default=None)
+    later = [i for i in blocks if last_text is not None and i > last_text]
+    if later and all(blocks[i] for i in blocks if i <= last_text):
+        if f"transformer_blocks.{max(later)}.attn2.to_q" in targets:
+            raise ValueError(
+                f"LoRA {name!r} patches the text stream (attn2, txt_ff) of every block it patches up to block "
+                f"{last_text} and of none of blocks {min(later)}-{max(later)}, which are multi-modal in this model: "
+                "it was made for a model whose later blocks are single-stream (the V5.1 7B), not for this one"
+            )
 
 
 def parse_lora(sd: dict[str, torch.Tensor], model: nn.Module, name: str = "lora") -> LoadedLora:
@@ -219,7 +251,7 @@ def parse_lora(sd: dict[str, torch.Tensor], model: nn.Module, name: str = "lora"
         if part in parts.setdefault(target, {}):
             raise ValueError(f"LoRA {name!r}: {key!r} and {parts[target][part][0]!r} both patch layer {target!r}")
         parts[target][part] = (key, tensor)
-    _check_depth(name, unmatched, targets)
+    _check_model(name, unmatched, parts, targets)
     if not parts:
         sample = ", ".join(repr(k) for k in list(sd)[:3])
         raise ValueError(

@@ -518,3 +518,37 @@ def test_other_adapter_kinds_are_refused_not_half_applied(model, key, kind):
     sd[key] = torch.ones(32, 1)
     with pytest.raises(ValueError, match=rf"LoRA 'x' has .*{kind}.* weights \('{re.escape(key)}'\)"):
         L.parse_lora(sd, model, "x")
+
+
+@pytest.mark.parametrize("writer", ["kohya", "peft", "comfy"])
+@pytest.mark.parametrize("made_for, used_on", [("V5", "V5.1"), ("V5.1", "V5")])
+def test_lora_for_the_other_version_is_refused(writer, made_for, used_on):
+    """As EasyAnimate's trainer writes them, a V5 LoRA has text_proj and text_proj_t5 and a V5.1 LoRA text_proj.1;
+    the blocks have the same shapes, so without this check the LoRA would apply in part, with a warning."""
+    source, target = version_model(made_for), version_model(used_on)
+    sd = WRITERS[writer](random_lora(source, seed=23, targets=tuple(L.lora_targets(source))))
+    with pytest.raises(ValueError, match=r"patches the text projection .* made for another EasyAnimate version"):
+        L.parse_lora(sd, target, "other")
+
+
+def test_lora_for_the_other_size_is_refused_and_single_stream_blocks_load():
+    """The V5.1 7B and 12B are equally wide; the 7B's later blocks are single-stream (no attn2, txt_ff). Tiny
+    stand-ins: 4 blocks, 2 of them multi-modal ("7B") against 4 multi-modal ("12B")."""
+    small, large = version_model("V5.1", 4, 2), version_model("V5.1", 4, 4)
+    for writer in WRITERS.values():
+        sd = writer(random_lora(small, seed=24, targets=tuple(L.lora_targets(small))))
+        assert len(L.parse_lora(sd, small).patches) == len(L.lora_targets(small))
+        with pytest.raises(ValueError, match=r"of none of blocks 2-3, which are multi-modal in this model"):
+            L.parse_lora(sd, large, "7b")
+        sd = writer(random_lora(large, seed=25, targets=tuple(L.lora_targets(large))))
+        with pytest.raises(ValueError, match=r"patches the text stream of transformer block [23] .* single-stream"):
+            L.parse_lora(sd, small, "12b")
+    # a LoRA of the video stream only, or of some blocks only, is not mistaken for another size
+    video_only = [n for n in L.lora_targets(large) if ".attn1." in n]
+    assert len(L.parse_lora(kohya(random_lora(large, seed=26, targets=video_only)), large).patches) == 16
+    lw = random_lora(small, seed=27, targets=tuple(L.lora_targets(small)))
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(1, 16, 2, 4, 6, generator=g), torch.tensor([500.0]), torch.randn(1, 5, 32, generator=g))
+    with L.applied(small, ((L.parse_lora(kohya(lw), small), 1.0),), CPU, torch.float32):
+        got = small(*inputs)
+    torch.testing.assert_close(got, merged(small, (lw, 1.0))(*inputs), atol=1e-4, rtol=0)
