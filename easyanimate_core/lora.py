@@ -9,7 +9,9 @@ Key formats (``<m>`` is a module name such as ``transformer_blocks.0.attn1.to_q`
 - kohya, as EasyAnimate's ``train_lora.py`` writes it: ``lora_unet__<m with dots as _>.lora_down.weight`` /
   ``.lora_up.weight`` / ``.alpha`` (its prefix is ``lora_unet`` + ``.`` + the root's empty name, hence ``__``);
   the usual single ``_`` works too, and ``lora_te*`` (text encoder) keys are reported and ignored.
-- diffusers/PEFT: ``transformer.<m>.lora_A.weight`` / ``.lora_B.weight`` (optional ``.alpha``).
+- diffusers/PEFT: ``transformer.<m>.lora_A.weight`` / ``.lora_B.weight`` (optional ``.alpha``); without alpha
+  tensors the scale is PEFT's (``lora_alpha`` / r, rsLoRA, ``alpha_pattern``) from the file's
+  ``lora_adapter_metadata`` or an ``adapter_config.json`` beside it, else 1.
 - ComfyUI-style: ``diffusion_model.<m>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``.
 Module names may be ours (original EasyAnimate) or diffusers' (``attn1.add_q_proj`` is our ``attn2.to_q``,
 see ``keys.py``), dotted or flattened. Only plain LoRA is read (on linear layers, and the patch-embedding conv as
@@ -19,6 +21,7 @@ is refused by name, since leaving those out would change the result.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -227,8 +230,40 @@ def _check_model(name: str, unmatched: list[str], patched: Iterable[str], target
             )
 
 
-def parse_lora(sd: dict[str, torch.Tensor], model: nn.Module, name: str = "lora") -> LoadedLora:
-    """Resolve a LoRA state dict (any supported format) against ``model``; unmatched keys are logged."""
+@dataclass(frozen=True)
+class PeftScaling:
+    """PEFT's ``LoraConfig`` numbers that set each layer's scale where the file has no ``.alpha`` tensor: diffusers
+    writes them into the safetensors metadata (``lora_adapter_metadata``), PEFT into ``adapter_config.json`` beside
+    ``adapter_model.safetensors``. Scale = alpha / r, or alpha / sqrt(r) with rsLoRA; ``alpha_pattern`` entries
+    override alpha for the modules they name (PEFT's rule: the pattern matches the end of the module's name)."""
+
+    lora_alpha: float
+    alpha_pattern: tuple[tuple[str, float], ...] = ()
+    use_rslora: bool = False
+
+    @classmethod
+    def from_config(cls, config: dict) -> PeftScaling | None:
+        config = {k.removeprefix("transformer."): v for k, v in config.items()}
+        if config.get("lora_alpha") is None:
+            return None
+        patterns = tuple((str(k), float(v)) for k, v in (config.get("alpha_pattern") or {}).items())
+        return cls(float(config["lora_alpha"]), patterns, bool(config.get("use_rslora")))
+
+    def alpha(self, module: str, rank: int) -> float:
+        """The alpha that gives PEFT's scale for ``module`` (a file's module name) as ``alpha / rank``."""
+        alpha = self.lora_alpha
+        for pattern, value in self.alpha_pattern:
+            if re.match(rf"(.*\.)?(?:{pattern})$", module):
+                alpha = value
+                break
+        return alpha * rank**0.5 if self.use_rslora else alpha
+
+
+def parse_lora(
+    sd: dict[str, torch.Tensor], model: nn.Module, name: str = "lora", peft: PeftScaling | None = None
+) -> LoadedLora:
+    """Resolve a LoRA state dict (any supported format) against ``model``; unmatched keys are logged. ``peft``
+    scales the layers that have no ``.alpha`` tensor (else their alpha is their rank: scale 1)."""
     aliases, targets = module_aliases(model), lora_targets(model)
     parts: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}  # our module -> down/up/alpha -> (key, tensor)
     unmatched, text_encoder = [], []
@@ -264,8 +299,14 @@ def parse_lora(sd: dict[str, torch.Tensor], model: nn.Module, name: str = "lora"
             have = ", ".join(repr(k) for k, _ in found.values())
             raise ValueError(f"LoRA {name!r}: layer {target!r} has {have} but not both the down and up weights")
         down, up = _fit(name, target, targets[target], found["down"][1], found["up"][1])
-        alpha = float(found["alpha"][1]) if "alpha" in found else 0.0
-        patches[target] = LoraPatch(target, down, up, alpha or float(down.shape[0]))  # alpha 0/None means rank
+        if "alpha" in found:
+            alpha = float(found["alpha"][1]) or float(down.shape[0])  # alpha 0 means rank, as kohya reads it
+        elif peft is not None:
+            module = _TRANSFORMER_PREFIX.sub("", _KEY.match(found["down"][0])["module"], count=1)
+            alpha = peft.alpha(module, down.shape[0])
+        else:
+            alpha = float(down.shape[0])
+        patches[target] = LoraPatch(target, down, up, alpha)
     if text_encoder:
         log.warning("LoRA %r: %d text-encoder keys ignored (only the transformer is patched)", name, len(text_encoder))
     if unmatched:
@@ -282,9 +323,36 @@ def read_lora_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return read_state_dict(path)
 
 
+def peft_scaling(path: str | os.PathLike) -> PeftScaling | None:
+    """The PEFT scaling a LoRA file carries: its safetensors metadata's ``lora_adapter_metadata`` (diffusers'
+    ``save_lora_weights``), else, for PEFT's ``adapter_model.*`` only, the ``adapter_config.json`` beside it (the
+    ``save_pretrained`` folder; a config in a folder of other LoRAs says nothing about them)."""
+    path = os.fspath(path)
+    config = None
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="pt") as f:
+                config = (f.metadata() or {}).get("lora_adapter_metadata")
+        except Exception:  # an unreadable file is reported by read_lora_file
+            config = None
+    beside = os.path.join(os.path.dirname(path), "adapter_config.json")
+    try:
+        if config is not None:
+            return PeftScaling.from_config(json.loads(config))
+        if os.path.basename(path).startswith("adapter_model.") and os.path.isfile(beside):
+            with open(beside, encoding="utf-8") as f:
+                return PeftScaling.from_config(json.load(f))
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"LoRA {os.path.basename(path)!r}: its PEFT adapter config cannot be read ({e})") from e
+    return None
+
+
 def load_lora(path: str | os.PathLike, model: nn.Module, name: str | None = None) -> LoadedLora:
-    """Read a LoRA file and resolve it against ``model``."""
-    return parse_lora(read_lora_file(path), model, name or os.path.basename(os.fspath(path)))
+    """Read a LoRA file and resolve it against ``model`` (with the PEFT scaling it carries, if any)."""
+    sd = read_lora_file(path)
+    return parse_lora(sd, model, name or os.path.basename(os.fspath(path)), peft_scaling(path))
 
 
 def with_lora(handle: TransformerHandle, lora: LoadedLora, strength: float) -> TransformerHandle:

@@ -552,3 +552,42 @@ def test_lora_for_the_other_size_is_refused_and_single_stream_blocks_load():
     with L.applied(small, ((L.parse_lora(kohya(lw), small), 1.0),), CPU, torch.float32):
         got = small(*inputs)
     torch.testing.assert_close(got, merged(small, (lw, 1.0))(*inputs), atol=1e-4, rtol=0)
+
+
+def test_peft_scaling_from_diffusers_metadata_and_adapter_config(model, tmp_path):
+    """A PEFT LoRA has no alpha tensors: its scale is lora_alpha / r from its LoraConfig, which diffusers'
+    save_lora_weights keeps in the safetensors metadata and PEFT's save_pretrained in adapter_config.json. Read as
+    scale 1 it came out 2x too strong at lora_alpha = r / 2 (or any other ratio)."""
+    import json
+
+    lw = random_lora(model, seed=6, rank=4)
+    sd = peft(lw, alpha=False)
+    q = "transformer_blocks.0.attn1.to_q"  # named by alpha_pattern: its own alpha
+    config = {"r": 4, "lora_alpha": 2, "alpha_pattern": {"attn1.to_q": 12}, "use_rslora": False}
+    metadata = {"format": "pt", "lora_adapter_metadata": json.dumps({f"transformer.{k}": v for k, v in config.items()})}
+    path = tmp_path / "diffusers_lora.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path), metadata=metadata)
+    lora = L.load_lora(path, model)
+    assert {n: p.alpha for n, p in lora.patches.items()} == {n: 12.0 if n == q else 2.0 for n in lw}
+    expected = {n: (down, up, 12.0 if n == q else 2.0) for n, (down, up, _) in lw.items()}
+    torch.testing.assert_close(
+        run(L.with_lora(plain(model), lora, 1.0)), run(plain(merged(model, (expected, 1.0)))), **TOL
+    )
+    # PEFT's folder: adapter_model.safetensors + adapter_config.json; rsLoRA scales by alpha / sqrt(r)
+    folder = tmp_path / "peft_adapter"
+    folder.mkdir()
+    save(sd, folder / "adapter_model.safetensors")
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8, "use_rslora": True}))
+    rs = L.load_lora(folder / "adapter_model.safetensors", model)
+    assert all(p.scale == pytest.approx(8 / 4**0.5) for p in rs.patches.values())
+    (folder / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="'adapter_model.safetensors': its PEFT adapter config cannot be read"):
+        L.load_lora(folder / "adapter_model.safetensors", model)
+    save(sd, folder / "other_lora.safetensors")  # another LoRA in that folder is not PEFT's adapter: scale 1
+    assert all(p.scale == 1.0 for p in L.load_lora(folder / "other_lora.safetensors", model).patches.values())
+    # alpha tensors in the file win over a config (kohya files carry them per layer)
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8}))
+    save(peft(lw), folder / "adapter_model.safetensors")
+    assert {n: p.alpha for n, p in L.load_lora(folder / "adapter_model.safetensors", model).patches.items()} == {
+        n: a for n, (_, _, a) in lw.items()
+    }
