@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+log = logging.getLogger("EasyAnimate")
+
 MEMORY_MODES = ("none", "model_offload", "fp8", "block_swap")
 
 
@@ -146,7 +148,7 @@ def transformer_placement(model: nn.Module, device: torch.device, offload: torch
     resident = min(policy.resident_blocks, len(model.transformer_blocks))
     blocks = model.transformer_blocks
     if policy.resident_blocks >= len(blocks):
-        logging.getLogger(__name__).warning(
+        log.warning(
             "block swap with %d resident blocks keeps all %d of this model's blocks on %s: nothing is streamed and "
             "memory use is that of memory mode none; set resident blocks below %d to save memory",
             policy.resident_blocks, len(blocks), device, len(blocks),

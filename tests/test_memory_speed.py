@@ -54,10 +54,10 @@ def test_placement_modes_equal_none(model, policy):
 
 def test_block_swap_with_every_block_resident_warns(model, caplog):
     """It runs as memory mode none (nothing streamed), which a user choosing block swap did not mean."""
-    with caplog.at_level("WARNING", logger="easyanimate_core.memory"):
+    with caplog.at_level("WARNING", logger="EasyAnimate"):
         run(model, MemoryPolicy("block_swap", 3), steps=1)
     assert not caplog.records
-    with caplog.at_level("WARNING", logger="easyanimate_core.memory"):
+    with caplog.at_level("WARNING", logger="EasyAnimate"):
         run(model, MemoryPolicy("block_swap", 9), steps=1)
     assert "block swap with 9 resident blocks keeps all 4 of this model's blocks" in caplog.text
 
