@@ -155,7 +155,8 @@ def sample(
         x = torch.cat([latents, latents]) if do_cfg else latents
         if hasattr(scheduler, "scale_model_input"):
             x = scheduler.scale_model_input(x, t)
-        t_in = t.to(device=device, dtype=torch.float32).reshape(1).expand(x.shape[0])
+        # the timestep in the compute dtype, as the reference pipelines pass it (bf16 turns 981 into 980)
+        t_in = t.to(device=device, dtype=dtype).reshape(1).expand(x.shape[0])
         pred = model(x.to(dtype), t_in, txt, txt_2, inpaint, control, rope=rope, run_blocks=run_blocks, cache=cache)
         pred = pred.float()
         if do_cfg:

@@ -10,10 +10,12 @@ from diffusers.pipelines.easyanimate.pipeline_easyanimate_inpaint import get_ima
 
 from easyanimate_core.checkpoint import load_checkpoint
 from easyanimate_core.conditioning import add_reference_noise
+from easyanimate_core.loading import load_transformer
 from easyanimate_core.pipeline import Request, generate
-from easyanimate_core.sampling import Interrupted, rescale_guidance
+from easyanimate_core.sampling import Interrupted, rescale_guidance, sample
 from easyanimate_core.schedulers import SCHEDULER_NAMES, build_scheduler, set_timesteps
-from easyanimate_core.testing import write_tiny_checkpoint
+from easyanimate_core.testing import TINY_SCHEDULERS, write_tiny_checkpoint
+from easyanimate_core.text import TextEmbeds
 
 PROMPT, NEGATIVE = "a cat walks on the grass, 一只猫", "blurry, low quality"
 SIZE = dict(width=64, height=48, frames=9)
@@ -267,7 +269,6 @@ def test_scheduler_family_must_match_the_model_version():
     """The official rule (predict_t2v.py): V5.1 samples with Flow only, V5 with the DDPM family; the other pairing
     would run and make noise. PNDM's warm-up needs 4 steps."""
     from easyanimate_core.schedulers import build_scheduler, check_scheduler_for, set_timesteps
-    from easyanimate_core.testing import TINY_SCHEDULERS
 
     check_scheduler_for("V5.1", "Flow")
     check_scheduler_for("V5", "DDIM")
@@ -347,3 +348,21 @@ def test_without_cfg_the_negative_prompt_is_not_encoded(loaded, monkeypatch):
     prompts.clear()
     generate(models, replace(req, cfg=4.0))
     assert prompts == [[PROMPT], ["blurry"]]
+
+
+def test_the_transformer_gets_the_timestep_rounded_to_the_compute_dtype(ckpts, monkeypatch):
+    """The reference pipelines (the original V5 one and diffusers') cast the timestep to the latents' dtype before
+    the transformer: in bf16 DDIM's 750 reaches the model as 752. The same rounding must happen here."""
+    model, _ = load_transformer(ckpts["v5"] / "transformer", dtype=torch.bfloat16)
+    cfg = model.config
+    seen = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda x, t, *a, **kw: seen.append(t.clone()) or forward(x, t, *a, **kw))
+    text = TextEmbeds(
+        torch.randn(1, 5, cfg.text_embed_dim), torch.ones(1, 5, dtype=torch.long),
+        torch.randn(1, 7, cfg.text_embed_dim_t5), torch.ones(1, 7, dtype=torch.long),
+    )  # fmt: skip
+    scheduler = build_scheduler("DDIM", TINY_SCHEDULERS["V5"], version="V5")
+    sample(model, scheduler, text, text, torch.randn(1, 16, 2, 4, 6), steps=4, cfg=5.0, dtype=torch.bfloat16)
+    assert [t.dtype for t in seen] == [torch.bfloat16] * 4
+    assert [t.float().tolist() for t in seen] == [[752.0] * 2, [500.0] * 2, [250.0] * 2, [0.0] * 2]
