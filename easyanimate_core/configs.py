@@ -108,9 +108,6 @@ class TransformerConfig:
             )
         return cls(**kw)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @property
     def version(self) -> str:
         """'V5' when the transformer has a second (T5) text projection, else 'V5.1'."""
@@ -118,12 +115,7 @@ class TransformerConfig:
 
     @property
     def variant(self) -> Variant:
-        return detect_variant(self.in_channels, self.out_channels, self.add_ref_latent_in_control_model)
-
-    @property
-    def control_channels(self) -> int:
-        """Channels of the control input (control or camera latents, plus the ref-image latents)."""
-        return self.in_channels - self.out_channels
+        return detect_variant(self.in_channels, self.out_channels)
 
 
 def check_supported_version(raw: dict[str, Any], source: str = "the transformer config") -> None:
@@ -139,7 +131,7 @@ def check_supported_version(raw: dict[str, Any], source: str = "the transformer 
             )
 
 
-def detect_variant(in_channels: int, latent_channels: int, add_ref_latent: bool = False) -> Variant:
+def detect_variant(in_channels: int, latent_channels: int) -> Variant:
     """The variant implied by the patch embedding's input width.
 
     T2V: latents only. InP: latents + mask (1) + masked-video latents. Control: latents + control
