@@ -134,7 +134,7 @@ def test_video_to_video_matches_diffusers_inpaint_pipeline(ckpts, loaded, monkey
 def control_pipeline(path) -> EasyAnimateControlPipeline:
     """diffusers' control pipeline, made callable: in 0.42.1 its __call__ passes ``text_encoder_index=0`` to its own
     encode_prompt, which takes no such argument (a TypeError), and it has no decode_latents, so it can only return
-    latents (output_type="latent"); the tests compare latents."""
+    latents (output_type="latent"); the tests compare latents. (The TypeError is huggingface/diffusers#13638.)"""
     pipe = EasyAnimateControlPipeline.from_pretrained(str(path), dtype=torch.float32)
     encode = pipe.encode_prompt
     pipe.encode_prompt = lambda *args, text_encoder_index=0, **kw: encode(*args, **kw)
