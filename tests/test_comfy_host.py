@@ -328,8 +328,26 @@ def test_node_errors_carry_node_and_class(pack):
     assert isinstance(info.value.__cause__, ValueError)
     result = execute_prompt(prompt, raise_errors=False)
     assert result.error["exception_type"] == "ValueError" and result.events("execution_error")[0]["node_id"] == "1"
+    # execution.py sends "{exception}\n{tips}" (tips only for an OOM), as a real ComfyUI 0.3.64 server did
+    assert result.error["exception_message"] == result.events("execution_error")[0]["exception_message"] == "bad\n"
     with pytest.raises(PromptValidationError):
         execute_prompt(_show({"1": {"class_type": "DummySource", "inputs": {}}}, "1"))
+
+
+def test_out_of_memory_error_carries_comfyuis_tips(pack, comfy, monkeypatch):
+    """execution.py answers an OOM_EXCEPTION with its tips in exception_message and unloads every model."""
+    mm, unloads = comfy.model_management, []
+    monkeypatch.setattr(mm, "unload_all_models", lambda: unloads.append(True))
+
+    def run(self, message):
+        raise mm.OOM_EXCEPTION(message)
+
+    monkeypatch.setattr(comfy.nodes.NODE_CLASS_MAPPINGS["DummyFail"], "run", run)
+    result = execute_prompt(
+        _show({"1": {"class_type": "DummyFail", "inputs": {"message": "oom"}}}, "1"), raise_errors=False
+    )
+    assert result.error["exception_message"].startswith("oom\nThis error means you ran out of memory on your GPU.")
+    assert unloads == [True]
 
 
 def test_progress_previews_and_interrupt(pack, comfy):

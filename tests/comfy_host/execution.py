@@ -349,9 +349,13 @@ class PromptExecutor:
             typ, _, tb = sys.exc_info()
             from .validation import full_type_name
 
+            tips = ""
+            if isinstance(ex, mm.OOM_EXCEPTION):
+                tips = OOM_TIPS
+                mm.unload_all_models()  # as execution.py does after an OOM
             details = {
                 "node_id": node_id,
-                "exception_message": str(ex),
+                "exception_message": f"{ex}\n{tips}",  # execution.py's: a newline (and OOM tips) follow
                 "exception_type": full_type_name(typ),
                 "traceback": traceback.format_tb(tb),
                 "current_inputs": {k: [_format(x) for x in v] for k, v in (input_data_all or {}).items()},
@@ -361,6 +365,12 @@ class PromptExecutor:
             return {**details, "exception": ex}
         finally:
             server.last_node_id = None
+
+
+OOM_TIPS = (  # execution.py `execute`'s tips for an OOM_EXCEPTION
+    "This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before you might have "
+    "accidentally set the batch_size to a large number."
+)
 
 
 def _format(x):
