@@ -1,6 +1,7 @@
 """The shipped workflows (workflows/*.json): saved in the frontend's format, valid as shipped, and run end
 to end on tiny checkpoints by the demo runner (tests/comfy_host/run_workflows.py)."""
 
+import json
 import os
 
 import imageio.v2 as imageio
@@ -87,6 +88,12 @@ def test_workflow_runs_end_to_end(demo, name):
     if path.endswith(".webp"):
         with Image.open(path) as video:  # the long-video workflow joins two 9-frame clips sharing 4 frames
             assert video.n_frames == (14 if name == "easyanimate_extend.json" else 9) and video.size == (64, 48)
+            exif = video.getexif()
+        # SaveAnimatedWEBP embeds the prompt and the workflow as EXIF text, as ComfyUI does: dropping the
+        # file on the canvas brings the graph back.
+        assert json.loads(exif[0x010F].removeprefix("workflow:")) == load_workflow(WORKFLOWS[name])
+        prompt = json.loads(exif[0x0110].removeprefix("prompt:"))
+        assert {entry["class_type"] for entry in prompt.values()} >= {"EasyAnimateVideoSampler", "SaveAnimatedWEBP"}
     else:
         reader = imageio.get_reader(path, format="FFMPEG")
         try:

@@ -1,9 +1,11 @@
 """Stand-in for `comfy_extras/nodes_images.py`: ImageFromBatch and the animated image savers."""
 
+import json
 import os
 
 import folder_paths
 import numpy as np
+from comfy.cli_args import args
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -11,6 +13,29 @@ from PIL.PngImagePlugin import PngInfo
 def _pil_frames(images) -> list[Image.Image]:
     """[B, H, W, C] 0..1 -> list of PIL frames."""
     return [Image.fromarray(np.clip(255.0 * image.cpu().numpy(), 0, 255).astype(np.uint8)) for image in images]
+
+
+def webp_exif(frame: Image.Image, prompt, extra_pnginfo) -> Image.Exif:
+    """SaveAnimatedWEBP's metadata: EXIF 0x0110 (Model) "prompt:<json>", then one tag per extra_pnginfo entry
+    from 0x010F (Make) downwards, "<key>:<json>" ("workflow:..." is what the frontend reads back)."""
+    exif = frame.getexif()
+    if not args.disable_metadata:
+        if prompt is not None:
+            exif[0x0110] = f"prompt:{json.dumps(prompt)}"
+        for tag, (key, value) in zip(range(0x010F, 0, -1), (extra_pnginfo or {}).items()):
+            exif[tag] = f"{key}:{json.dumps(value)}"
+    return exif
+
+
+def apng_info(prompt, extra_pnginfo) -> PngInfo | None:
+    """SaveAnimatedPNG's metadata: private "comf" chunks after the image data, "<key>\\0<json>" each."""
+    if args.disable_metadata:
+        return None
+    info = PngInfo()
+    entries = ([("prompt", prompt)] if prompt is not None else []) + list((extra_pnginfo or {}).items())
+    for key, value in entries:
+        info.add(b"comf", key.encode("latin-1") + b"\0" + json.dumps(value).encode("latin-1"), after_idat=True)
+    return info
 
 
 class ImageFromBatch:
@@ -70,6 +95,7 @@ class SaveAnimatedWEBP:
             filename_prefix, self.output_dir, images[0].shape[1], images[0].shape[0]
         )
         frames = _pil_frames(images)
+        exif = webp_exif(frames[0], prompt, extra_pnginfo)
         num_frames = num_frames or len(frames)
         results = []
         for i in range(0, len(frames), num_frames):
@@ -79,6 +105,7 @@ class SaveAnimatedWEBP:
                 save_all=True,
                 duration=int(1000.0 / fps),
                 append_images=frames[i + 1 : i + num_frames],
+                exif=exif,
                 lossless=lossless,
                 quality=quality,
                 method=method,
@@ -120,7 +147,7 @@ class SaveAnimatedPNG:
         file = f"{filename}_{counter:05}_.png"
         frames[0].save(
             os.path.join(folder, file),
-            pnginfo=PngInfo(),
+            pnginfo=apng_info(prompt, extra_pnginfo),
             compress_level=compress_level,
             save_all=True,
             duration=int(1000.0 / fps),
