@@ -3,6 +3,7 @@ and without ComfyUI."""
 
 import importlib.util
 import json
+import math
 import os
 import sys
 import uuid
@@ -305,6 +306,31 @@ def test_is_changed_nan_runs_the_node_and_its_descendants_again(pack, monkeypatc
     monkeypatch.setattr(source, "IS_CHANGED", classmethod(lambda cls, **_: "same"))
     executor.execute(GRAPH)
     assert executor.execute(GRAPH).executed == []
+
+
+def test_is_changed_is_written_into_the_prompt(pack, monkeypatch):
+    """execution.py's IsChangedCache stores IS_CHANGED's results in the prompt's node ("is_changed"), so the PROMPT
+    a saver embeds holds them (NaN when IS_CHANGED raised), and takes a value the prompt already holds as is."""
+    import nodes
+
+    source, combine, seen = nodes.NODE_CLASS_MAPPINGS["DummySource"], nodes.NODE_CLASS_MAPPINGS["DummyCombine"], []
+    original = combine.combine
+    monkeypatch.setattr(combine, "combine", lambda self, **kw: (seen.append(kw["prompt"]), original(self, **kw))[1])
+    monkeypatch.setattr(source, "IS_CHANGED", classmethod(lambda cls, **_: "v1"), raising=False)
+    execute_prompt(GRAPH)
+    assert seen[-1]["1"]["is_changed"] == ["v1"] and "is_changed" not in seen[-1]["2"]
+    assert "is_changed" not in GRAPH["1"]  # the caller's prompt is not touched
+
+    def broken(cls, **_):
+        raise OSError("gone")
+
+    monkeypatch.setattr(source, "IS_CHANGED", classmethod(broken))
+    execute_prompt(GRAPH)
+    assert math.isnan(seen[-1]["1"]["is_changed"])
+    executor = PromptExecutor()
+    given = {**GRAPH, "1": {**GRAPH["1"], "is_changed": ["given"]}}
+    executor.execute(given)
+    assert seen[-1]["1"]["is_changed"] == ["given"] and executor.execute(given).executed == []
 
 
 def test_unvalidated_cycle_is_an_execution_error(pack):

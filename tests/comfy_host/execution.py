@@ -195,11 +195,16 @@ class PromptExecutor:
         node, class_def = prompt[node_id], classes[prompt[node_id]["class_type"]]
         parts = [node["class_type"]]
         if hasattr(class_def, "IS_CHANGED"):
-            data, _ = get_input_data(node["inputs"], class_def, node_id)
-            try:
-                changed = map_node_over_list(class_def, data, "IS_CHANGED")
-            except Exception:
-                changed = [float("nan")]
+            # execution.py IsChangedCache: a value the prompt already holds is used as is; otherwise IS_CHANGED's
+            # results (NaN when it raised) are written into the prompt's node, so the PROMPT that savers embed
+            # and /history returns carry "is_changed"
+            if "is_changed" not in node:
+                data, _ = get_input_data(node["inputs"], class_def, node_id)
+                try:
+                    node["is_changed"] = map_node_over_list(class_def, data, "IS_CHANGED")
+                except Exception:
+                    node["is_changed"] = float("nan")
+            changed = node["is_changed"] if isinstance(node["is_changed"], list) else [node["is_changed"]]
             # ComfyUI keeps the raw values in the signature: a NaN equals nothing, so the node (and everything
             # downstream) runs again on every queue; a fresh NaN object stands for it here
             nan = any(isinstance(v, float) and math.isnan(v) for v in changed)
