@@ -105,19 +105,27 @@ def test_editor_module_parses(tmp_path):
 
 
 # Just enough of the browser and of ComfyUI for the editor to run under node: DOM elements record their
-# listeners, the 2D context swallows drawing calls, and the canvas is shown at twice the reference size.
+# listeners, the 2D context records what is set on it and swallows other drawing calls (setTransform's last
+# arguments are kept), and the canvas is shown at twice the reference size (its on-screen box is its CSS size).
 STUB_DOM = """
 export const registered = [];
 function element(tag) {
   return {
-    tagName: tag, style: {}, children: [], listeners: {}, width: 300, height: 150, clientWidth: 400, clientHeight: 300,
+    tagName: tag, style: {}, children: [], listeners: {}, width: 300, height: 150,
+    get clientWidth() { return parseFloat(this.style.width) || 400; },  // the stage: 400x300
+    get clientHeight() { return parseFloat(this.style.height) || 300; },
     appendChild(c) { this.children.push(c); return c; },
     append(...cs) { this.children.push(...cs); },
     addEventListener(type, fn) { this.listeners[type] = fn; },
     getContext() {
-      return new Proxy({}, { get: (t, k) => (k in t ? t[k] : () => {}), set: (t, k, v) => ((t[k] = v), true) });
+      const ctx = { lineWidths: [], setTransform: (...m) => (ctx.transform = m) };
+      const record = (t, k, v) => ((t[k] = v), k === "lineWidth" && t.lineWidths.push(v), true);
+      return (this.ctx ??= new Proxy(ctx, { get: (t, k) => (k in t ? t[k] : () => {}), set: record }));
     },
-    getBoundingClientRect() { return { left: 0, top: 0, width: 2 * this.width, height: 2 * this.height }; },
+    getBoundingClientRect() {
+      const width = parseFloat(this.style.width) || 2 * this.width;
+      return { left: 0, top: 0, width, height: parseFloat(this.style.height) || 2 * this.height };
+    },
     focus() {}, setPointerCapture() {}, releasePointerCapture() {},
   };
 }
@@ -230,6 +238,37 @@ def test_editor_runs_with_a_stub_dom(tmp_path):
     assert out["cleared"] == []
     # the node's ui reference (a temp file, see host.save_temp_png) is fetched through ComfyUI's /view
     assert out["background"] == "/view?filename=easyanimate_trajectory_0a.png&subfolder=&type=temp"
+
+
+def test_canvas_buffer_follows_the_screen_and_lines_keep_their_screen_width(tmp_path):
+    """The canvas buffer covers the device pixels the editor occupies (CSS size x devicePixelRatio), drawing is
+    scaled from reference pixels to it, and line widths are in screen pixels whatever the reference size: at a
+    4x smaller reference the lines are 4x thinner in reference pixels, so they look the same on screen."""
+    out = run_editor(
+        tmp_path,
+        """
+globalThis.devicePixelRatio = 2;
+canvas.pointerdown(event(10, 10));
+canvas.pointerdown(event(190, 90));  // 200x100 reference shown at 400x200 CSS px
+canvas.keydown({ ...event(0, 0), key: "n" });
+canvas.pointerdown(event(100, 50));  // a second track, now the current one
+const ctx = editor.ctx;
+out.buffer = [editor.canvas.width, editor.canvas.height];
+out.transform = ctx.transform;
+out.widths = [...new Set(ctx.lineWidths)].sort();
+ctx.lineWidths.length = 0;
+setWidget(node, 1, 50);  // 50x100: shown at 150x300 CSS px in the 400x300 stage
+setWidget(node, 2, 100);
+out.smallBuffer = [editor.canvas.width, editor.canvas.height];
+out.smallTransform = ctx.transform;
+out.smallWidths = [...new Set(ctx.lineWidths)].sort();
+""",
+    )
+    assert out["buffer"] == [800, 400] and out["transform"] == [4, 0, 0, 4, 0, 0]
+    # 0.5 reference px per CSS px: curve 2 px, rings 1.5 px (2 px for the current track) on screen
+    assert out["widths"] == [0.75, 1]
+    assert out["smallBuffer"] == [300, 600] and out["smallTransform"] == [6, 0, 0, 6, 0, 0]
+    assert out["smallWidths"] == [0.5, 0.6666666666666666]  # 1/3 reference px per CSS px
 
 
 def test_tracks_json_edited_by_hand_wins_over_the_control_points(tmp_path):

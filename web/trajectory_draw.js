@@ -69,10 +69,12 @@ export function parseImportedTracks(value) {
 
 /**
  * Paint one frame of the editor. `curves`: per track, its point in every generated frame; `tracks`: the
- * control points (drawn as rings, the `current` track's in white); `editable` false draws dashed curves.
+ * control points (drawn as rings, the `current` track's in white); `editable` false draws dashed curves;
+ * `unit`: reference pixels per screen (CSS) pixel, so lines and dots keep one on-screen size at any reference
+ * size (without it they scale with the reference size).
  */
-export function drawTrajectories(ctx, { w, h, image, curves, editable, tracks, current }) {
-  const unit = Math.max(1, Math.max(w, h) / 300); // line widths and dots scale with the reference size
+export function drawTrajectories(ctx, { w, h, unit, image, curves, editable, tracks, current }) {
+  unit = unit > 0 ? unit : Math.max(1, Math.max(w, h) / 300);
   ctx.fillStyle = "#808080";
   ctx.fillRect(0, 0, w, h);
   if (image) ctx.drawImage(image, 0, 0, w, h);

@@ -19,6 +19,7 @@ const NODE_NAME = "EasyAnimateTrajectory";
 const POINTS_PROPERTY = "easyanimate_trajectory_points";
 const HIT_RADIUS_PX = 9; // screen pixels within which a click grabs an existing point
 const HISTORY_LIMIT = 100;
+const MAX_BUFFER_PX = 4096; // the canvas buffer's longest side, whatever the zoom
 /** Call `callback` after the original method (if any), keeping its return value. */
 function chainCallback(object, property, callback) {
   const original = object[property];
@@ -79,7 +80,7 @@ class TrajectoryEditor {
     this.canvas.addEventListener("pointerenter", () => this.refreshImage());
     this.canvas.addEventListener("contextmenu", (e) => e.preventDefault());
     this.canvas.addEventListener("keydown", (e) => this.onKey(e));
-    this.resizeObserver = new ResizeObserver(() => this.fit());
+    this.resizeObserver = new ResizeObserver(() => this.redraw()); // a new size needs a new buffer
     this.resizeObserver.observe(this.stage);
   }
 
@@ -347,13 +348,36 @@ class TrajectoryEditor {
 
   // ---- drawing -----------------------------------------------------------------------------------
 
-  /** Fit the canvas inside the stage, keeping the reference aspect ratio. */
+  /** Fit the canvas inside the stage, keeping the reference aspect ratio; its size in CSS px, or null
+   * while the stage is not laid out. */
   fit() {
     const { w, h } = this.refSize();
     const scale = Math.min(this.stage.clientWidth / w, this.stage.clientHeight / h);
-    if (!(scale > 0)) return;
-    this.canvas.style.width = `${Math.floor(w * scale)}px`;
-    this.canvas.style.height = `${Math.floor(h * scale)}px`;
+    if (!(scale > 0)) return null;
+    const size = { width: Math.max(1, Math.floor(w * scale)), height: Math.max(1, Math.floor(h * scale)) };
+    this.canvas.style.width = `${size.width}px`;
+    this.canvas.style.height = `${size.height}px`;
+    return size;
+  }
+
+  /** Size the canvas buffer to the device pixels it covers (CSS size x devicePixelRatio x the graph's zoom),
+   * so the picture stays sharp on high-DPI screens and when zoomed in; before layout it is the reference
+   * size. Returns the reference pixels per CSS pixel, the unit for line widths. */
+  sizeBuffer(w, h) {
+    const fitted = this.fit();
+    // the picture's box as laid out (inside the border; the stage may squeeze it by a pixel or two)
+    const css = fitted && { width: this.canvas.clientWidth || fitted.width, height: this.canvas.clientHeight || fitted.height };
+    const rect = this.canvas.getBoundingClientRect?.();
+    const zoom = css && rect?.width > 0 && this.canvas.offsetWidth ? rect.width / this.canvas.offsetWidth : 1;
+    const density = (globalThis.devicePixelRatio || 1) * zoom;
+    const bw = css ? Math.max(1, Math.min(MAX_BUFFER_PX, Math.round(css.width * density))) : w;
+    const bh = css ? Math.max(1, Math.min(MAX_BUFFER_PX, Math.round(css.height * density))) : h;
+    if (this.canvas.width !== bw || this.canvas.height !== bh) {
+      this.canvas.width = bw;
+      this.canvas.height = bh;
+    }
+    this.ctx.setTransform(bw / w, 0, 0, bh / h, 0, 0); // draw in reference pixels
+    return css ? w / css.width : Math.max(1, Math.max(w, h) / 300);
   }
 
   /** Height the widget asks for at the node's current width. */
@@ -365,17 +389,15 @@ class TrajectoryEditor {
 
   redraw() {
     const { w, h } = this.refSize();
-    if (this.canvas.width !== w || this.canvas.height !== h) {
-      this.canvas.width = w;
-      this.canvas.height = h;
-    }
-    this.fit();
+    const unit = this.sizeBuffer(w, h);
     const frames = this.frames();
     const editable = this.tracks.some((t) => t.length);
     const curves = editable
       ? this.tracks.map((t) => trackFromControlPoints(t, frames, w, h))
       : parseImportedTracks(this.widget("tracks_json")?.value);
-    drawTrajectories(this.ctx, { w, h, image: this.image, curves, editable, tracks: this.tracks, current: this.current });
+    drawTrajectories(this.ctx, {
+      w, h, unit, image: this.image, curves, editable, tracks: this.tracks, current: this.current,
+    });
 
     const count = this.tracks.filter((t) => t.length).length;
     this.status.textContent = editable

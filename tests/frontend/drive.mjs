@@ -171,6 +171,8 @@ async function editorChecks(page, nodeId) {
       requestAnimationFrame(() =>
         requestAnimationFrame(() => {
           const c = node.trajectoryEditor.canvas;
+          const ref = node.trajectoryEditor.refSize(); // reference pixels (the buffer follows the screen)
+          node.trajectoryEditor.redraw();
           const r = c.getBoundingClientRect();
           const zoom = r.width / c.offsetWidth;
           const left = r.left + c.clientLeft * zoom; // the picture, inside the border
@@ -180,7 +182,8 @@ async function editorChecks(page, nodeId) {
           resolve({
             clear: { x: b.left + b.width / 2, y: b.top + b.height / 2 },
             click: { x: left + 3, y: top + 3 },
-            expected: { x: (3 / (c.clientWidth * zoom)) * c.width, y: (3 / (c.clientHeight * zoom)) * c.height },
+            expected: { x: (3 / (c.clientWidth * zoom)) * ref.w, y: (3 / (c.clientHeight * zoom)) * ref.h },
+            buffer: { width: c.width, height: c.height, css: c.clientWidth, dpr: window.devicePixelRatio },
             zoom,
           });
         }),

@@ -13,6 +13,7 @@ Screenshots and the raw results go to output/frontend/ (EASYANIMATE_FRONTEND_ART
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -256,6 +257,9 @@ def test_trajectory_editor_with_comfyui_undo_hand_edits_and_zoom(frontend):
     assert corner["zoom"] == pytest.approx(1.5)
     ((point,),) = corner["got"]
     assert (point["x"], point["y"]) == pytest.approx((corner["expected"]["x"], corner["expected"]["y"]), abs=0.3)
+    # the canvas buffer covers the device pixels on screen at that zoom (sharp when zoomed in or on high DPI)
+    buffer = corner["buffer"]
+    assert buffer["width"] == math.floor(buffer["css"] * buffer["dpr"] * corner["zoom"] + 0.5)  # JS Math.round
 
 
 def test_pack_scripts_do_not_warn(frontend):
