@@ -65,6 +65,41 @@ async function inspect(page) {
   });
 }
 
+/**
+ * Every node as the frontend lays it out after a load, in graph coordinates: `bounds` is LiteGraph's
+ * getBounding() (the title bar included, [x, y, w, h]); `size` the body size it settled on, which it grows
+ * from the stored size to fit the widgets; `min_size` its computeSize().
+ */
+async function layout(page) {
+  return page.evaluate(() => {
+    const graph = window.app.rootGraph ?? window.app.graph;
+    return graph.nodes.map((n) => {
+      n.updateArea?.(); // boundingRect is otherwise refreshed when the node is drawn
+      return {
+      id: n.id,
+      type: n.type,
+      title: n.title,
+      pos: [...n.pos],
+      size: [...n.size],
+      min_size: [...n.computeSize()],
+      bounds: [...n.getBounding()],
+      // Text boxes (a Note's text): [the height its text needs, the height it has]; more needed = it scrolls.
+      text_heights: (n.widgets ?? [])
+        .map((w) => w.element?.querySelector?.("textarea") ?? (w.element?.tagName === "TEXTAREA" ? w.element : null))
+        .filter(Boolean)
+        .map((el) => {
+          const shown = el.clientHeight;
+          const height = el.style.height;
+          el.style.height = "0px"; // scrollHeight is then the text's own height (never less than the box's)
+          const needed = el.scrollHeight;
+          el.style.height = height;
+          return [needed, shown];
+        }),
+      };
+    });
+  });
+}
+
 /** Real mouse clicks on the trajectory editor of node `nodeId`; returns what the widgets hold after. */
 async function drawTracks(page, nodeId, clicks) {
   // Put the node at the top left of the canvas at zoom 1, so the DOM widget is on screen.
@@ -273,6 +308,7 @@ async function main() {
         await nextFrames(page);
         await page.waitForTimeout(500); // let toasts, dialogs and image previews appear
         Object.assign(result, await inspect(page));
+        result.layout = await layout(page);
         result.prompt = (await page.evaluate(() => window.app.graphToPrompt())).output;
         await page.screenshot({ path: path.join(config.artifacts, `${name}.png`) });
         const editorNode = result.nodes.find((n) => n.type === TRAJECTORY_NODE);

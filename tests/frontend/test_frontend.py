@@ -49,6 +49,7 @@ ALLOWED_CONSOLE = [
     ("requestfailed", r"^GET https?://[^/]+/api/userdata\?dir=subgraphs&.*net::ERR_ABORTED", "the same request"),
 ]
 ALLOWED_UNANSWERED = {"/user.css"}  # see above: ComfyUI does not answer it either
+NODE_GAP = 8  # px, graph units: the least room between two nodes' boxes in a shipped workflow
 # Console kinds that fail a test. "pack-*" are console calls whose stack runs through the pack's own scripts;
 # the pack's warnings have their own test below.
 FAILING_KINDS = {"error", "pageerror", "requestfailed", "dialog", "pack-error", "pack-uncaught"}
@@ -219,6 +220,58 @@ def test_workflow_in_the_frontend(frontend, name):
     expected = ui_to_prompt(result["workflow"], frontend["object_info"])
     assert _prompt_diff(result["prompt"], expected) == []  # app.graphToPrompt() == the harness's conversion
     assert os.path.isfile(os.path.join(frontend["artifacts"], f"{name}.png"))
+
+
+def _node_name(node: dict) -> str:
+    title = node.get("title")
+    return f"#{node['id']} {title!r} ({node['type']})"
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_workflow_nodes_do_not_overlap(frontend, name):
+    """As the frontend lays the workflow out (nodes grown to fit their widgets, title bars included), no two
+    nodes' boxes come within NODE_GAP px of each other: nothing hides another node's widgets or title."""
+    nodes = frontend["results"]["workflows"][name]["layout"]
+    overlaps = []
+    for i, a in enumerate(nodes):
+        ax, ay, aw, ah = a["bounds"]
+        for b in nodes[i + 1 :]:
+            bx, by, bw, bh = b["bounds"]
+            if (
+                ax < bx + bw + NODE_GAP
+                and bx < ax + aw + NODE_GAP
+                and ay < by + bh + NODE_GAP
+                and by < ay + ah + NODE_GAP
+            ):
+                overlaps.append(f"{name}: {_node_name(a)} {a['bounds']} and {_node_name(b)} {b['bounds']}")
+    assert not overlaps, f"nodes overlap in the frontend (less than {NODE_GAP} px apart):\n" + "\n".join(overlaps)
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_workflow_sizes_are_what_the_frontend_draws(frontend, name):
+    """Each node's stored size is at least the size the frontend gives it on load (it grows a node that is too
+    small for its widgets), so the positions in the file are laid out with the sizes really drawn."""
+    result = frontend["results"]["workflows"][name]
+    stored = {str(node["id"]): node["size"] for node in result["workflow"]["nodes"]}
+    grown = [
+        f"{name}: {_node_name(n)} stored {stored[str(n['id'])]}, drawn {[round(v) for v in n['size']]}"
+        for n in result["layout"]
+        if any(drawn > want + 1 for drawn, want in zip(n["size"], stored[str(n["id"])]))
+    ]
+    assert not grown, "the frontend grows these nodes past their stored size:\n" + "\n".join(grown)
+
+
+@pytest.mark.parametrize("name", sorted(WORKFLOWS))
+def test_workflow_notes_show_all_their_text(frontend, name):
+    """A Note is read as the workflow opens: its text fits the box, with no scrolling."""
+    scrolls = [
+        f"{name}: {_node_name(n)} size {[round(v) for v in n['size']]}: text {held} px high in a {shown} px box"
+        for n in frontend["results"]["workflows"][name]["layout"]
+        if n["type"] in ("Note", "MarkdownNote")
+        for held, shown in n["text_heights"]
+        if held > shown + 1
+    ]
+    assert not scrolls, "these notes scroll:\n" + "\n".join(scrolls)
 
 
 def test_trajectory_editor_takes_mouse_clicks(frontend):
