@@ -3,7 +3,8 @@
 `frontend_server.py` serves the frontend and answers its API calls from the fake host with this pack loaded;
 `drive.mjs` (playwright-core) starts the app once, loads every workflows/*.json with `app.loadGraphData`,
 takes `app.graphToPrompt()` and a screenshot, and draws on the trajectory editor with real mouse clicks.
-The tests compare that with the host harness (`ui_to_prompt`) and check the console.
+The tests compare that with the host harness (`ui_to_prompt`), check the console, and check the layout the
+frontend gives each workflow (node boxes apart, stored sizes not grown, Notes not scrolling).
 
 Needs Chromium (/usr/bin/chromium, or EASYANIMATE_CHROMIUM), Node 20+ and `npm ci --prefix tests/frontend`;
 `make test` sets them up. Missing tools fail the tests unless EASYANIMATE_SKIP_FRONTEND=1.
