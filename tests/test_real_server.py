@@ -62,10 +62,10 @@ def test_summary_table_and_exit_code():
 
 
 def test_a_server_that_exits_is_reported(tmp_path):
-    (tmp_path / "main.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "main.py").write_text("import sys\nprint('cannot start: no torch')\nsys.exit(3)\n")
     server = rs.Server(str(tmp_path), sys.executable, rs.free_port(), str(tmp_path / "base"), str(tmp_path / "log"))
     assert server.cmd[2:5] == ["--cpu", "--listen", "127.0.0.1"]
-    with pytest.raises(RuntimeError, match="exited with 3"):
+    with pytest.raises(RuntimeError, match="exited with 3; its log ends:\ncannot start: no torch"):
         server.start(timeout=30)
     server.stop()
 

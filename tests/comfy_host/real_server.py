@@ -304,12 +304,17 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}; its log ends:\n{self.log_tail()}")
             with contextlib.suppress(OSError):
                 self.get("/system_stats", timeout=2)
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"ComfyUI did not answer within {timeout:.0f} s; see {self.log_path}")
+        raise RuntimeError(f"ComfyUI did not answer within {timeout:.0f} s; its log ends:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The log's last lines (the work folder, log included, is gone after a run without --out)."""
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
