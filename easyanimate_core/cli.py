@@ -24,7 +24,7 @@ from .frames import join_clips
 from .handles import pick_dtype, vae_dtype_for
 from .memory import MemoryPolicy
 from .pipeline import NO_OFFLOAD, Models, Request, decode, generate
-from .runner import check_device, check_speed_options
+from .runner import check_device, check_inductor_device, check_speed_options
 from .schedulers import read_scheduler_config
 
 log = logging.getLogger("EasyAnimate")
@@ -232,6 +232,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     memory = MemoryPolicy(args.memory_mode, resident_blocks=args.resident_blocks)
     speed = dict(attention=args.attention, compile=args.compile, teacache=args.teacache, fp8_matmul=args.fp8_matmul)
     check_speed_options(memory, **speed)  # before loading anything
+    if args.compile == "inductor":
+        check_inductor_device(device)
     models = load_models(args, dtype, device, memory)
     frames = render(models, req, device=device, dtype=dtype, quiet=args.quiet, memory=memory, speed=speed)
     if clip is not None:  # the continued clip, then the new one: one long video

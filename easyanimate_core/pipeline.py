@@ -18,7 +18,15 @@ from .configs import Variant
 from .frames import fit_image, frames_to_video
 from .handles import TextEncoderHandle, TransformerHandle, VAEHandle
 from .memory import MemoryPolicy, on_device
-from .runner import check_device, check_dtype, check_speed_options, encode_prompts, run_sampler, vae_decode
+from .runner import (
+    check_device,
+    check_dtype,
+    check_inductor_device,
+    check_speed_options,
+    encode_prompts,
+    run_sampler,
+    vae_decode,
+)
 from .sampling import Conditioning
 from .teacache import DEFAULT_THRESHOLD
 from .transformer import EasyAnimateTransformer
@@ -237,6 +245,8 @@ def generate(
     check_request(req)
     check_speed_options(memory, attention, compile, teacache, fp8_matmul)
     check_device(device), check_device(offload, "offload"), check_dtype(dtype)
+    if compile == "inductor":
+        check_inductor_device(device)
     if models.text_encoder is None:
         raise ValueError("generation from a prompt needs a text encoder")
     device, offload = torch.device(device), torch.device(offload)

@@ -6,6 +6,7 @@ host's ``progress`` / ``should_stop`` callbacks as arguments.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from contextlib import ExitStack
 
@@ -79,6 +80,8 @@ def run_sampler(
     check_embeds(handle, embeds)
     if handle.fp8_matmul:
         check_fp8_matmul_device(device)
+    if handle.compile == "inductor":
+        check_inductor_device(device)
     noise, generator = initial_noise(latent_shape, seed)
     sched = build_scheduler(scheduler, handle.scheduler_config, shift, version=handle.config.version)
     model = handle.model
@@ -159,6 +162,17 @@ def check_speed_options(
         raise ValueError(
             f"fp8_matmul multiplies fp8-stored weights, but the memory mode is {memory.mode!r}: "
             "load the transformer with memory mode fp8, or turn fp8_matmul off"
+        )
+
+
+def check_inductor_device(device: torch.device) -> None:
+    """torch.compile's inductor generates Triton kernels for GPUs; without Triton it fails at the first step
+    with an error about the compiler, so say so before any work (Windows installs of torch lack it)."""
+    if torch.device(device).type != "cpu" and importlib.util.find_spec("triton") is None:
+        raise ValueError(
+            "torch.compile (inductor) needs Triton to compile for the GPU, and it is not installed: "
+            "pip install triton (on Windows: pip install triton-windows), or set compile to off "
+            "(aot_eager also runs without Triton, without the speed-up)"
         )
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..easyanimate_core.attention import BACKENDS
-from ..easyanimate_core.runner import COMPILE_BACKENDS, check_speed_options
+from ..easyanimate_core.runner import COMPILE_BACKENDS, check_inductor_device, check_speed_options
+from . import host
 from .types import CATEGORY, MODEL
 
 COMPILE_CHOICES = ["off", *COMPILE_BACKENDS]
@@ -43,7 +44,8 @@ class EasyAnimateSpeedOptions:
                     {
                         "default": "off",
                         "tooltip": "torch.compile the transformer blocks with this backend (inductor is the usual "
-                        "choice; needs a working compiler toolchain). Not combinable with block swap.",
+                        "choice; on a GPU it needs Triton: pip install triton, on Windows triton-windows). "
+                        "Not combinable with block swap.",
                     },
                 ),
                 "fp8_matmul": (
@@ -62,6 +64,8 @@ class EasyAnimateSpeedOptions:
     def apply(self, model, attention: str, compile: str, fp8_matmul: bool = False):
         compile = None if compile == "off" else compile
         check_speed_options(model.memory, attention, compile, fp8_matmul=fp8_matmul)
+        if compile == "inductor":
+            check_inductor_device(host.torch_device())
         return (model.replace(attention=attention, compile=compile, compiled={}, fp8_matmul=fp8_matmul),)
 
 

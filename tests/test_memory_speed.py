@@ -369,6 +369,22 @@ def test_fp8_matmul_checks(monkeypatch):
         check_fp8_matmul_device(torch.device("mps"))
 
 
+def test_inductor_on_a_gpu_without_triton_is_refused_before_work(monkeypatch):
+    import importlib.util
+
+    from easyanimate_core.runner import check_inductor_device
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real_find_spec(name, *a)
+    )
+    check_inductor_device(CPU)  # inductor compiles C++ for the CPU
+    with pytest.raises(ValueError, match="needs Triton.*triton-windows.*set compile to off"):
+        check_inductor_device(torch.device("cuda"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else None)
+    check_inductor_device(torch.device("cuda"))
+
+
 def test_vram_estimates(model):
     """The estimates hosts use to make room: weights as placed (block swap holds two streamed blocks, fp8 one
     byte per weight) plus activations that grow with the video; tiling bounds the VAE's."""

@@ -550,6 +550,23 @@ def test_speed_options_and_teacache(env, run):
             run(prompt)
 
 
+def test_speed_options_inductor_without_triton_on_a_gpu_is_an_error(env, run, monkeypatch):
+    """On a GPU without Triton (Windows torch), compile=inductor fails before any work, naming the fix."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real_find_spec(name, *a)
+    )
+    prompt = t2v_prompt(seed=5, steps=4)
+    run(prompt)  # the loader's output is cached: it does not run again on the "GPU" below
+    monkeypatch.setattr(pack_host(), "torch_device", lambda: torch.device("cuda"))
+    prompt["9"] = {"class_type": "EasyAnimateSpeedOptions", "inputs": {"model": ["1", 0], "attention": "sdpa", "compile": "inductor", "fp8_matmul": False}}  # fmt: skip
+    prompt["3"]["inputs"]["model"] = ["9", 0]
+    error = error_of(run, prompt)
+    assert "node #9 (EasyAnimateSpeedOptions)" in str(error) and "needs Triton" in str(error)
+
+
 def test_speed_options_fp8_matmul(env, run):
     """fp8 GEMMs on an fp8-stored model: close to the plain fp8 run (activation rounding), not equal to it,
     repeatable, and only with memory mode fp8."""
