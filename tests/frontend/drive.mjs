@@ -229,6 +229,31 @@ async function editorChecks(page, nodeId) {
   await page.mouse.click(target.click.x, target.click.y);
   await nextFrames(page);
   out.corner = { ...target, got: (await editorState(page, nodeId)).points };
+
+  // "Use image size" sets ref_width and ref_height: one change, so one Ctrl+Z brings both back
+  const refSize = () =>
+    page.evaluate((id) => {
+      const node = window.app.rootGraph.getNodeById(id);
+      const value = (name) => node.widgets.find((w) => w.name === name).value;
+      const image = node.trajectoryEditor.image;
+      return { w: value("ref_width"), h: value("ref_height"), image: [image?.naturalWidth, image?.naturalHeight] };
+    }, nodeId);
+  out.sizes = { before: await refSize() };
+  const match = await page.evaluate((id) => {
+    const node = window.app.rootGraph.getNodeById(id);
+    const button = [...node.trajectoryEditor.element.querySelectorAll("button")].find((b) => b.textContent === "Use image size");
+    const r = button.getBoundingClientRect();
+    return { x: r.left + r.width / 2, y: r.top + r.height / 2 };
+  }, nodeId);
+  await page.mouse.click(match.x, match.y);
+  await settle();
+  out.sizes.matched = await refSize();
+  await page.mouse.click(target.click.x + 20, target.click.y + 20); // focus the editor, as a user would
+  await page.keyboard.press("Control+z"); // takes back the click above (ComfyUI's history) ...
+  await settle();
+  await page.keyboard.press("Control+z"); // ... then the size change, both sizes at once
+  await settle();
+  out.sizes.undone = await refSize();
   return out;
 }
 

@@ -311,6 +311,10 @@ def test_trajectory_editor_with_comfyui_undo_hand_edits_and_zoom(frontend):
     assert corner["zoom"] == pytest.approx(1.5)
     ((point,),) = corner["got"]
     assert (point["x"], point["y"]) == pytest.approx((corner["expected"]["x"], corner["expected"]["y"]), abs=0.3)
+    sizes = checks["sizes"]  # Use image size sets both sizes; one Ctrl+Z (after the click that followed) undoes both
+    assert (sizes["matched"]["w"], sizes["matched"]["h"]) == tuple(sizes["before"]["image"])
+    assert (sizes["matched"]["w"], sizes["matched"]["h"]) != (sizes["before"]["w"], sizes["before"]["h"])
+    assert (sizes["undone"]["w"], sizes["undone"]["h"]) == (sizes["before"]["w"], sizes["before"]["h"])
     # the canvas buffer covers the device pixels on screen at that zoom (sharp when zoomed in or on high DPI)
     buffer = corner["buffer"]
     assert buffer["width"] == math.floor(buffer["css"] * buffer["dpr"] * corner["zoom"] + 0.5)  # JS Math.round
