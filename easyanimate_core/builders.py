@@ -259,8 +259,9 @@ def noise_mask_conditioning(
 ) -> Conditioning:
     """``cond`` with a LATENT's ``noise_mask`` (ComfyUI's Set Latent Noise Mask: [N, 1, H, W] or [N, H, W],
     1 = regenerate, one mask or one per video frame) as its keep mask: like KSampler, each step puts back the
-    latents' own content, noised to the step's level, where the mask is 0; a mask of another size is stretched
-    to the video's, as KSampler does."""
+    latents' own content, noised to the step's level, where the mask is 0, and blends the two in proportion
+    where it lies between (a soft or feathered mask, Grow Mask's tapered corners); a mask of another size is
+    stretched to the video's, as KSampler does."""
     if cond.keep_mask is not None:
         raise ValueError(
             "the latent has a noise mask and the conditioning (EasyAnimate Inpaint Video) has a mask too: use one"

@@ -95,7 +95,8 @@ def fit_mask(
 ) -> torch.Tensor:
     """MASK [N, H, W], [H, W] or [N, 1, H, W] (1 = regenerate; one mask for every frame, or one per frame) ->
     binary mask [1, 1, frames, height, width], scaled to cover and centre-cropped like the video, or with
-    ``stretch`` scaled to the size whatever its aspect ratio (KSampler's way with a latent's noise mask)."""
+    ``stretch`` scaled to the size whatever its aspect ratio and not binarised (KSampler's way with a latent's
+    noise mask: a value between 0 and 1 blends the regenerated and the kept latents)."""
     shape = tuple(mask.shape)
     mask = mask[:, 0] if mask.ndim == 4 and mask.shape[1] == 1 else mask  # [N, 1, H, W] -> [N, H, W]
     mask = mask[None] if mask.ndim == 2 else mask
@@ -109,10 +110,10 @@ def fit_mask(
     else:
         index = C.frame_indices(mask.shape[0], frames, resample, "mask")
     m = mask[index].float()[:, None].expand(-1, 3, -1, -1)  # [T, H, W] -> [T, 3, H, W] for fit_image
-    if stretch:  # as ComfyUI's prepare_mask: bilinear to the size
-        m = F.interpolate(m[:, :1], size=(height, width), mode="bilinear", align_corners=False)[:, 0] * 2 - 1
-    else:
-        m = fit_image(m, width, height)[:, 0]  # [T, H, W] in -1..1
+    if stretch:  # as ComfyUI's prepare_mask: bilinear to the size, and soft values stay soft (0.5 half-regenerates)
+        m = F.interpolate(m[:, :1], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+        return m.clamp(0, 1)[None, None]
+    m = fit_image(m, width, height)[:, 0]  # [T, H, W] in -1..1
     return (m > 0).float()[None, None]  # > 0.5 in 0..1, binarised like diffusers' mask processor
 
 

@@ -117,8 +117,8 @@ class EasyAnimateVideoSampler:
                     {
                         "tooltip": "Video to video: latents of an input video (EasyAnimate VAE Encode) to start "
                         "from; the video size is taken from them. A noise mask on them (Set Latent Noise Mask; "
-                        "one mask or one per frame, 1 = regenerate) keeps the video where the mask is 0, as "
-                        "KSampler does."
+                        "one mask or one per frame, 1 = regenerate) keeps the video where the mask is 0 and "
+                        "blends where it lies between, as KSampler does."
                     },
                 ),
                 "denoise": (

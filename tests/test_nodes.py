@@ -690,6 +690,33 @@ def test_latent_noise_mask_keeps_the_video_where_it_is_zero(env, run):
     assert torch.equal(quarter[..., :2], torch.ones(1, 1, 3, 6, 2)) and torch.count_nonzero(quarter[..., 2:]) == 0
 
 
+def test_soft_latent_noise_mask_blends_as_ksampler_does(env, run):
+    """A noise mask between 0 and 1 (SolidMask 0.5, a feathered Grow Mask) is not binarised: ComfyUI's
+    prepare_mask keeps its values, so KSampler half-regenerates where it is 0.5; a 0.5 mask kept the whole video."""
+    encoded = run(vae_encode_prompt()).results["11"][0][0]["samples"]
+
+    def masked(value):
+        prompt = {**t2v_prompt(INP, seed=9, latent=["11", 0]), **vae_encode_prompt()}
+        prompt["20"] = {"class_type": "SolidMask", "inputs": {"value": value, "width": 32, "height": 24}}
+        prompt["21"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["11", 0], "mask": ["20", 0]}}
+        prompt["3"]["inputs"]["latent"] = ["21", 0]
+        return latents_of(run(prompt))
+
+    half, kept, redrawn = masked(0.5), masked(0.0), masked(1.0)
+    assert torch.equal(kept, encoded)
+    # the last step blends the sampler's result with the input latents half and half
+    assert not torch.equal(half, encoded) and not torch.equal(half, redrawn)
+    from easyanimate_core.builders import noise_mask_conditioning
+    from easyanimate_core.sampling import Conditioning
+
+    soft = torch.full((1, 1, 24, 32), 0.5)  # Set Latent Noise Mask's [N, 1, H, W] of a smaller mask
+    keep = noise_mask_conditioning(Conditioning(), soft, encoded, tuple(encoded.shape)).keep_mask
+    assert keep.shape == (1, 1, 3, 6, 8) and torch.allclose(keep, torch.full_like(keep, 0.5))
+    ramp = torch.linspace(0, 1, 64).expand(1, 48, 64)  # a feathered edge stays a ramp on the latent grid
+    keep = noise_mask_conditioning(Conditioning(), ramp, encoded, tuple(encoded.shape)).keep_mask
+    assert keep[0, 0, 0, 0, 0] == 0 and keep[0, 0, 0, 0, -1] == 1 and 0 < keep[0, 0, 0, 0, 3] < 1
+
+
 def test_sampler_refuses_an_empty_latent_batch_before_any_model_work(env, monkeypatch):
     """A LATENT of batch 0 (e.g. left by a rebatch) is a clear error, not an IndexError from the preview."""
     _, pack = env
