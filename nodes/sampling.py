@@ -10,6 +10,7 @@ from ..easyanimate_core.builders import (
     sampler_conditioning,
     video_size_of,
 )
+from ..easyanimate_core.conditioning import check_size
 from ..easyanimate_core.memory import sampling_vram_bytes
 from ..easyanimate_core.runner import run_sampler
 from ..easyanimate_core.sampling import Interrupted
@@ -33,7 +34,17 @@ def _generation_size(latent, width: int, height: int, frames: int, denoise: floa
         raise ValueError(
             f"the latent batch is empty (shape {list(samples.shape)}): connect a LATENT with at least one video"
         )
-    return video_size_of(samples), (samples if denoise < 1.0 else None)
+    size = video_size_of(samples)
+    try:
+        check_size(*size)
+    except ValueError as e:
+        _, _, t, h, w = samples.shape
+        raise ValueError(
+            f"the latent ({w}x{h}, {t} latent frames) is a {size[0]}x{size[1]} video, which cannot be sampled: {e} "
+            "(the size is taken from the latent). Scale it with Upscale Latent to a width and height divisible by "
+            "16, or with Upscale Latent By to even latent sides (e.g. by 2)"
+        ) from e
+    return size, (samples if denoise < 1.0 else None)
 
 
 log = logging.getLogger("EasyAnimate")

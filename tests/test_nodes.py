@@ -717,6 +717,29 @@ def test_soft_latent_noise_mask_blends_as_ksampler_does(env, run):
     assert keep[0, 0, 0, 0, 0] == 0 and keep[0, 0, 0, 0, -1] == 1 and 0 < keep[0, 0, 0, 0, 3] < 1
 
 
+def test_sampler_names_upscale_latent_for_a_latent_of_an_unusable_size(env, monkeypatch):
+    """Upscale Latent By 1.5 turns a 64x48 video's [1, 16, 3, 6, 8] latent into [1, 16, 3, 9, 12] (ComfyUI's
+    common_upscale scales the last two dimensions of a 5-D latent): a 96x72 video. The error says the size
+    comes from the latent and how to fix it there, not only that the height must be divisible by 16."""
+    _, pack = env
+    model = pack.node_class_mappings["EasyAnimateModelLoader"]().load(T2V, "fp32", "model_offload", 1)[0]
+    sampling = sys.modules[type(pack.node_class_mappings["EasyAnimateVideoSampler"]()).__module__]
+    calls = []
+    monkeypatch.setattr(sampling.host, "make_room", lambda *a, **k: calls.append("make_room"))
+    monkeypatch.setattr(sampling, "run_sampler", lambda *a, **k: calls.append("run_sampler"))
+    sampler = pack.node_class_mappings["EasyAnimateVideoSampler"]()
+    scaled = {"samples": torch.nn.functional.interpolate(torch.zeros(3, 16, 6, 8), size=(9, 12))[None].movedim(1, 2)}
+    assert scaled["samples"].shape == (1, 16, 3, 9, 12)
+    for denoise in (0.5, 1.0):
+        with pytest.raises(
+            ValueError,
+            match=r"the latent \(12x9, 3 latent frames\) is a 96x72 video.*height must be "
+            r"divisible by 16; nearest: 80.*Upscale Latent.*Upscale Latent By",
+        ):
+            sampler.sample(model, None, 64, 48, 9, 2, 6.0, 0, "Flow", 0.0, latent=scaled, denoise=denoise)
+    assert calls == []
+
+
 def test_sampler_refuses_an_empty_latent_batch_before_any_model_work(env, monkeypatch):
     """A LATENT of batch 0 (e.g. left by a rebatch) is a clear error, not an IndexError from the preview."""
     _, pack = env
