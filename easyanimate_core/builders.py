@@ -261,17 +261,31 @@ def noise_mask_conditioning(
     1 = regenerate, one mask or one per video frame) as its keep mask: like KSampler, each step puts back the
     latents' own content, noised to the step's level, where the mask is 0, and blends the two in proportion
     where it lies between (a soft or feathered mask, Grow Mask's tapered corners); a mask of another size is
-    stretched to the video's, as KSampler does."""
+    stretched to the video's, as KSampler does. For a batch of B videos, B x frames masks are one per frame of
+    each video in turn: what Repeat Latent Batch makes of a latent with a per-frame mask."""
     if cond.keep_mask is not None:
         raise ValueError(
             "the latent has a noise mask and the conditioning (EasyAnimate Inpaint Video) has a mask too: use one"
         )
     width, height, frames = video_size_of(latents)
     count = 1 if noise_mask.ndim == 2 else noise_mask.shape[0]  # fit_mask checks the layout
+    batch = latent_shape[0]
+    if batch > 1 and frames > 1 and count == batch * frames:  # per-frame masks repeated with the latents
+        keep = torch.cat(
+            [
+                on_latent_grid(
+                    fit_mask(noise_mask[i * frames : (i + 1) * frames].float(), width, height, frames, stretch=True),
+                    (1, *latent_shape[1:]),
+                )
+                for i in range(batch)
+            ]
+        )
+        return Conditioning(inpaint=cond.inpaint, control=cond.control, init_latents=latents, keep_mask=keep)
     if count not in (1, frames):
+        per_batch = f", or {batch * frames} (one per frame of each of the {batch} videos)" if batch > 1 else ""
         raise ValueError(
             f"the noise mask has {count} frames but the latent holds a {frames}-frame video: give one mask for all "
-            f"frames or {frames} (one per frame)"
+            f"frames or {frames} (one per frame){per_batch}"
         )
     keep = on_latent_grid(fit_mask(noise_mask.float(), width, height, frames, stretch=True), latent_shape)
     return Conditioning(inpaint=cond.inpaint, control=cond.control, init_latents=latents, keep_mask=keep)

@@ -717,6 +717,28 @@ def test_soft_latent_noise_mask_blends_as_ksampler_does(env, run):
     assert keep[0, 0, 0, 0, 0] == 0 and keep[0, 0, 0, 0, -1] == 1 and 0 < keep[0, 0, 0, 0, 3] < 1
 
 
+def test_per_frame_noise_mask_repeated_with_the_latent_batch():
+    """Set Latent Noise Mask with one mask per frame, then Repeat Latent Batch (amount 2): ComfyUI repeats the
+    [9, 1, H, W] mask to [18, 1, H, W] along with the latents. The 18 masks are the 9 frames of each video in
+    turn; they were refused as '18 frames but a 9-frame video'."""
+    from easyanimate_core.builders import noise_mask_conditioning
+    from easyanimate_core.sampling import Conditioning
+
+    latents = torch.zeros(2, 16, 3, 6, 8)
+    first, second = torch.zeros(9, 1, 48, 64), torch.zeros(9, 1, 48, 64)
+    first[:, :, :, 32:] = 1  # regenerate the right half of the first video
+    second[5:] = 1  # and the last frames of the second
+    keep = noise_mask_conditioning(Conditioning(), torch.cat([first, second]), latents, tuple(latents.shape)).keep_mask
+    one = (1, 16, 3, 6, 8)
+    expected = [noise_mask_conditioning(Conditioning(), m, latents[:1], one).keep_mask for m in (first, second)]
+    assert keep.shape == (2, 1, 3, 6, 8) and torch.equal(keep, torch.cat(expected))
+    assert not torch.equal(keep[0], keep[1])
+    repeated = noise_mask_conditioning(Conditioning(), first.repeat(2, 1, 1, 1), latents, tuple(latents.shape))
+    assert torch.equal(repeated.keep_mask, expected[0].expand(2, -1, -1, -1, -1))  # what Repeat Latent Batch makes
+    with pytest.raises(ValueError, match=r"has 3 frames .* or 9 \(one per frame\), or 18 \(one per frame of each"):
+        noise_mask_conditioning(Conditioning(), torch.ones(3, 1, 48, 64), latents, tuple(latents.shape))
+
+
 def test_sampler_names_upscale_latent_for_a_latent_of_an_unusable_size(env, monkeypatch):
     """Upscale Latent By 1.5 turns a 64x48 video's [1, 16, 3, 6, 8] latent into [1, 16, 3, 9, 12] (ComfyUI's
     common_upscale scales the last two dimensions of a 5-D latent): a 96x72 video. The error says the size
