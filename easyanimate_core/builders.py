@@ -25,6 +25,18 @@ def latent_shape_for(cfg: TransformerConfig, width: int, height: int, frames: in
     return (batch, cfg.out_channels, (frames - 1) // VAE_TEMPORAL + 1, height // VAE_SPATIAL, width // VAE_SPATIAL)
 
 
+def check_video_latent(latents: torch.Tensor, channels: int, where: str, fix: str) -> None:
+    """Raise ValueError when a LATENT's samples are not EasyAnimate video latents [B, channels, T, H, W]: an image
+    latent (Empty Latent Image, 4-D) or another model's video latent (another channel count), saying ``fix``."""
+    if latents.ndim == 5 and latents.shape[1] == channels:
+        return
+    kind = "an image latent" if latents.ndim == 4 else "not an EasyAnimate video latent"
+    raise ValueError(
+        f"{where} got a LATENT of shape {list(latents.shape)}, {kind} (EasyAnimate's are [B, {channels}, "
+        f"(frames-1)/4+1, height/8, width/8]); it was made by another model's nodes: {fix}"
+    )
+
+
 def video_size_of(latents: torch.Tensor) -> tuple[int, int, int]:
     """(width, height, frames) of the video that latents [B, C, t, h, w] decode to."""
     if latents.ndim != 5:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..easyanimate_core.builders import (
+    check_video_latent,
     latent_shape_for,
     noise_mask_conditioning,
     sampler_conditioning,
@@ -20,7 +21,9 @@ from . import host
 from .types import CATEGORY, COND, EMBEDS, MAX_SEED, MODEL, size_inputs
 
 
-def _generation_size(latent, width: int, height: int, frames: int, denoise: float) -> tuple[tuple, object]:
+def _generation_size(
+    latent, width: int, height: int, frames: int, denoise: float, channels: int = 16
+) -> tuple[tuple, object]:
     """(latent shape source, init latents): the size comes from the latent when one is connected."""
     if latent is None:
         if denoise < 1.0:
@@ -34,6 +37,12 @@ def _generation_size(latent, width: int, height: int, frames: int, denoise: floa
         raise ValueError(
             f"the latent batch is empty (shape {list(samples.shape)}): connect a LATENT with at least one video"
         )
+    check_video_latent(
+        samples,
+        channels,
+        "the Sampler's latent input",
+        "connect EasyAnimate VAE Encode's latent (video to video), or leave it unconnected for text to video",
+    )
     size = video_size_of(samples)
     try:
         check_size(*size)
@@ -187,7 +196,9 @@ class EasyAnimateVideoSampler:
     ):
         # before make_room evicts anything (run_sampler checks too)
         check_scheduler_for(model.config.version, scheduler)
-        (width, height, frames), init = _generation_size(latent, width, height, frames, denoise)
+        (width, height, frames), init = _generation_size(
+            latent, width, height, frames, denoise, model.config.out_channels
+        )
         batch = 1 if latent is None else latent["samples"].shape[0]
         shape = latent_shape_for(model.config, width, height, frames, batch)
         if conditioning is not None and (conditioning.width, conditioning.height, conditioning.frames) != (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..easyanimate_core.builders import check_video_latent
 from ..easyanimate_core.conditioning import check_size
 from ..easyanimate_core.frames import rgb_frames
 from ..easyanimate_core.memory import vae_vram_bytes
@@ -47,6 +48,12 @@ class EasyAnimateVAEDecode:
 
     def decode(self, vae, samples: dict, tile: bool, tile_size: int):
         latents = samples["samples"]
+        check_video_latent(
+            latents,
+            vae.vae.config.latent_channels,
+            "EasyAnimate VAE Decode",
+            "decode it with that model's VAE Decode, or connect EasyAnimate Sampler's or VAE Encode's latent",
+        )
         progress = host.make_progress_callback(1)
         tiling = VAETiling(tile_size) if tile else None
         scale = vae.vae.config.spatial_compression

@@ -762,6 +762,34 @@ def test_sampler_names_upscale_latent_for_a_latent_of_an_unusable_size(env, monk
     assert calls == []
 
 
+def test_latents_of_other_models_are_refused_naming_the_fix(env, monkeypatch):
+    """Empty Latent Image's [1, 4, H/8, W/8] and EmptyMochiLatentVideo's [1, 12, (frames-1)/6+1, H/8, W/8] (as
+    ComfyUI 0.3.64 makes them) into the Sampler or VAE Decode: an error naming the LATENT's kind and what to
+    connect, before any model work (the decoder said 'latents must have 16 channels, got 12 (nearest valid
+    value: 16)', the Sampler 'input latents ... do not match the run's', or took a Mochi latent's size as ours).
+    EmptyHunyuanLatentVideo's [1, 16, (frames-1)/4+1, H/8, W/8] is the same layout as ours and is taken."""
+    _, pack = env
+    model, vae, _ = pack.node_class_mappings["EasyAnimateModelLoader"]().load(T2V, "fp32", "model_offload", 1)
+    sampling = sys.modules[type(pack.node_class_mappings["EasyAnimateVideoSampler"]()).__module__]
+    calls = []
+    monkeypatch.setattr(sampling.host, "make_room", lambda *a, **k: calls.append("make_room"))
+    monkeypatch.setattr(sampling, "run_sampler", lambda *a, **k: calls.append("run_sampler"))
+    sampler = pack.node_class_mappings["EasyAnimateVideoSampler"]()
+    decoder = pack.node_class_mappings["EasyAnimateVAEDecode"]()
+    image, mochi = torch.zeros(1, 4, 6, 8), torch.zeros(1, 12, 3, 6, 8)
+    for latents, kind in ((image, "an image latent"), (mochi, "not an EasyAnimate video latent")):
+        for denoise in (0.5, 1.0):
+            with pytest.raises(ValueError, match=f"the Sampler's latent input got a LATENT .*{kind}.*VAE Encode"):
+                sampler.sample(
+                    model, None, 64, 48, 9, 2, 6.0, 0, "Flow", 0.0, latent={"samples": latents}, denoise=denoise
+                )
+        with pytest.raises(ValueError, match=f"EasyAnimate VAE Decode got a LATENT .*{kind}.*Sampler"):
+            decoder.decode(vae, {"samples": latents}, False, 512)
+    assert calls == []
+    hunyuan = {"samples": torch.zeros(1, 16, 3, 6, 8)}
+    assert sampling._generation_size(hunyuan, 672, 384, 49, 1.0, model.config.out_channels) == ((64, 48, 9), None)
+
+
 def test_sampler_refuses_an_empty_latent_batch_before_any_model_work(env, monkeypatch):
     """A LATENT of batch 0 (e.g. left by a rebatch) is a clear error, not an IndexError from the preview."""
     _, pack = env
