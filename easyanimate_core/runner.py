@@ -72,17 +72,19 @@ def run_sampler(
     should_stop: Callable[[], bool] | None = None,
     teacache: float = 0.0,
     stats: dict | None = None,
+    noise_indices: list[int] | None = None,
 ) -> torch.Tensor:
     """Sample scaled latents of ``latent_shape`` [B, C, t, h, w] (float32, on the CPU).
 
-    ``teacache > 0`` enables TeaCache with that threshold; ``stats`` receives the skipped-call count.
+    ``teacache > 0`` enables TeaCache with that threshold; ``stats`` receives the skipped-call count;
+    ``noise_indices`` (a LATENT's ``batch_index``) picks each item's noise from a batch drawn whole.
     """
     check_embeds(handle, embeds)
     if handle.fp8_matmul:
         check_fp8_matmul_device(device)
     if handle.compile == "inductor":
         check_inductor_device(device)
-    noise, generator = initial_noise(latent_shape, seed)
+    noise, generator = initial_noise(latent_shape, seed, noise_indices)
     sched = build_scheduler(scheduler, handle.scheduler_config, shift, version=handle.config.version)
     model = handle.model
     model.set_attention_backend(handle.attention)

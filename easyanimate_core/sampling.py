@@ -7,7 +7,7 @@ and ``should_stop()`` before every step (raising :class:`Interrupted`, which lea
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,14 +40,21 @@ class Conditioning:
     keep_mask: torch.Tensor | None = None
 
 
-def initial_noise(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Generator]:
+def initial_noise(
+    shape: tuple[int, ...], seed: int, indices: Sequence[int] | None = None
+) -> tuple[torch.Tensor, torch.Generator]:
     """Noise drawn the way diffusers draws it: a CPU generator seeded with ``seed``, float32 ``randn``.
 
-    The generator is returned so that later random draws (noise augmentation, ancestral steps) continue
-    the same stream, as in the EasyAnimate pipelines.
+    ``indices`` (ComfyUI's LATENT ``batch_index``): batch item i gets the noise of item ``indices[i]`` of a batch
+    drawn whole, as KSampler does, so a video taken out of a batch (Latent From Batch) starts from the noise it
+    had in the batch. The generator is returned so that later random draws (noise augmentation, ancestral
+    steps) continue the same stream, as in the EasyAnimate pipelines.
     """
     generator = torch.Generator("cpu").manual_seed(int(seed))
-    return torch.randn(shape, generator=generator, dtype=torch.float32), generator
+    if indices is None:
+        return torch.randn(shape, generator=generator, dtype=torch.float32), generator
+    whole = torch.randn((max(indices) + 1, *shape[1:]), generator=generator, dtype=torch.float32)
+    return whole[list(indices)], generator
 
 
 def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> torch.Tensor:

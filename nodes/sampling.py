@@ -56,6 +56,24 @@ def _generation_size(
     return size, (samples if denoise < 1.0 else None)
 
 
+def _batch_index(latent) -> list[int] | None:
+    """A LATENT's ``batch_index`` (set by Latent From Batch, Latent Batch, Repeat Latent Batch): which item of a
+    whole batch each video is, so that it gets that item's noise, as KSampler does; None without one."""
+    if latent is None or latent.get("batch_index") is None:
+        return None
+    index, batch = latent["batch_index"], latent["samples"].shape[0]
+    if (
+        not isinstance(index, (list, tuple))
+        or len(index) != batch
+        or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in index)
+    ):
+        raise ValueError(
+            f"the latent's batch_index {index!r} is not one non-negative whole number per video ({batch}); it is "
+            "set by Latent From Batch / Latent Batch: rebuild the latent with those nodes"
+        )
+    return list(index)
+
+
 log = logging.getLogger("EasyAnimate")
 
 
@@ -200,6 +218,7 @@ class EasyAnimateVideoSampler:
             latent, width, height, frames, denoise, model.config.out_channels
         )
         batch = 1 if latent is None else latent["samples"].shape[0]
+        noise_indices = _batch_index(latent)
         shape = latent_shape_for(model.config, width, height, frames, batch)
         if conditioning is not None and (conditioning.width, conditioning.height, conditioning.frames) != (
             width,
@@ -239,6 +258,7 @@ class EasyAnimateVideoSampler:
                 should_stop=host.should_stop,
                 teacache=teacache,
                 stats=stats,
+                noise_indices=noise_indices,
             )
         except Interrupted as stopped:
             host.throw_if_interrupted()  # raises the host's own cancel exception (and clears the request)
@@ -247,7 +267,10 @@ class EasyAnimateVideoSampler:
         if "teacache_note" in stats:
             report += f" ({stats['teacache_note']})"
         log.info("EasyAnimate Sampler: %s", report)
-        return {"ui": {"text": [report]}, "result": ({"samples": latents},)}
+        out = {"samples": latents}
+        if noise_indices is not None:  # kept, as KSampler keeps it, for a later pass over the same videos
+            out["batch_index"] = noise_indices
+        return {"ui": {"text": [report]}, "result": (out,)}
 
 
 NODE_CLASS_MAPPINGS = {"EasyAnimateVideoSampler": EasyAnimateVideoSampler}

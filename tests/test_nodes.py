@@ -790,6 +790,34 @@ def test_latents_of_other_models_are_refused_naming_the_fix(env, monkeypatch):
     assert sampling._generation_size(hunyuan, 672, 384, 49, 1.0, model.config.out_channels) == ((64, 48, 9), None)
 
 
+def test_latent_from_batch_keeps_the_noise_it_had_in_the_batch(env):
+    """A LATENT's batch_index (Latent From Batch, Latent Batch) picks each video's noise from the batch drawn
+    whole, as KSampler does: video 2 taken out of a batch of 3 comes out as it did in the batch (batched
+    arithmetic aside); without batch_index a single video gets the batch's first noise. The output keeps
+    batch_index, and one that does not fit the batch is an error."""
+    _, pack = env
+    classes = pack.node_class_mappings
+    model, _, encoder = classes["EasyAnimateModelLoader"]().load(T2V, "fp32", "model_offload", 1)
+    (embeds,) = classes["EasyAnimatePromptEncode"]().encode(encoder, PROMPT, NEGATIVE)
+    sampler = classes["EasyAnimateVideoSampler"]()
+
+    def run(latent):
+        args = (model, embeds, 64, 48, 9, 2, 6.0, 5, "Flow", 0.0)
+        return sampler.sample(*args, latent=latent, denoise=1.0, teacache=0.0)["result"][0]
+
+    empty = torch.zeros(3, 16, 3, 6, 8)  # EmptyHunyuanLatentVideo's layout, batch 3
+    whole = run({"samples": empty})["samples"]
+    taken = run({"samples": empty[2:], "batch_index": [2]})  # what Latent From Batch (2, 1) gives
+    plain = run({"samples": empty[2:]})["samples"]
+    assert taken["batch_index"] == [2]
+    assert torch.allclose(taken["samples"][0], whole[2], atol=1e-4)
+    assert torch.allclose(plain[0], whole[0], atol=1e-4) and (plain[0] - whole[2]).abs().max() > 1e-2
+    assert "batch_index" not in run({"samples": empty[:1]})
+    for bad in ([0], [0, -1], [0, 1.5], "0,1"):
+        with pytest.raises(ValueError, match="batch_index .* Latent From Batch"):
+            run({"samples": empty[:2], "batch_index": bad})
+
+
 def test_sampler_refuses_an_empty_latent_batch_before_any_model_work(env, monkeypatch):
     """A LATENT of batch 0 (e.g. left by a rebatch) is a clear error, not an IndexError from the preview."""
     _, pack = env
