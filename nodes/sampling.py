@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 
 from ..easyanimate_core.builders import (
     check_video_latent,
@@ -65,13 +66,13 @@ def _batch_index(latent) -> list[int] | None:
     if (
         not isinstance(index, (list, tuple))
         or len(index) != batch
-        or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in index)
+        or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0 for i in index)
     ):
         raise ValueError(
             f"the latent's batch_index {index!r} is not one non-negative whole number per video ({batch}); it is "
             "set by Latent From Batch / Latent Batch: rebuild the latent with those nodes"
         )
-    return list(index)
+    return [int(i) for i in index]  # numpy integers too
 
 
 log = logging.getLogger("EasyAnimate")

@@ -4,6 +4,7 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -813,6 +814,7 @@ def test_latent_from_batch_keeps_the_noise_it_had_in_the_batch(env):
     assert torch.allclose(taken["samples"][0], whole[2], atol=1e-4)
     assert torch.allclose(plain[0], whole[0], atol=1e-4) and (plain[0] - whole[2]).abs().max() > 1e-2
     assert "batch_index" not in run({"samples": empty[:1]})
+    assert run({"samples": empty[2:], "batch_index": [np.int64(2)]})["batch_index"] == [2]  # numpy's integers too
     for bad in ([0], [0, -1], [0, 1.5], "0,1"):
         with pytest.raises(ValueError, match="batch_index .* Latent From Batch"):
             run({"samples": empty[:2], "batch_index": bad})
