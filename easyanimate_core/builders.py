@@ -282,7 +282,7 @@ def noise_mask_conditioning(
     width, height, frames = video_size_of(latents)
     count = 1 if noise_mask.ndim == 2 else noise_mask.shape[0]  # fit_mask checks the layout
     batch = latent_shape[0]
-    if batch > 1 and frames > 1 and count == batch * frames:  # per-frame masks repeated with the latents
+    if batch > 1 and count == batch * frames:  # per-frame masks repeated with the latents (never also == frames)
         keep = torch.cat(
             [
                 on_latent_grid(

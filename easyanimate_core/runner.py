@@ -168,9 +168,10 @@ def check_speed_options(
 
 
 def check_inductor_device(device: torch.device) -> None:
-    """torch.compile's inductor generates Triton kernels for GPUs; without Triton it fails at the first step
-    with an error about the compiler, so say so before any work (Windows installs of torch lack it)."""
-    if torch.device(device).type != "cpu" and importlib.util.find_spec("triton") is None:
+    """torch.compile's inductor generates Triton kernels for CUDA/ROCm and XPU GPUs; without Triton it fails at
+    the first step with an error about the compiler, so say so before any work (Windows installs of torch lack
+    it). The CPU (C++) and Apple GPUs (Metal) compile without Triton."""
+    if torch.device(device).type in ("cuda", "xpu") and importlib.util.find_spec("triton") is None:
         raise ValueError(
             "torch.compile (inductor) needs Triton to compile for the GPU, and it is not installed: "
             "pip install triton (on Windows: pip install triton-windows), or set compile to off "

@@ -53,8 +53,14 @@ def initial_noise(
     generator = torch.Generator("cpu").manual_seed(int(seed))
     if indices is None:
         return torch.randn(shape, generator=generator, dtype=torch.float32), generator
-    whole = torch.randn((max(indices) + 1, *shape[1:]), generator=generator, dtype=torch.float32)
-    return whole[list(indices)], generator
+    # item by item, keeping only those asked for (a large index costs time, not memory); the same numbers as one
+    # draw of the whole batch, since an item's size is a multiple of 16 (randn's CPU chunk) with 16 channels
+    wanted, items = set(indices), {}
+    for i in range(max(indices) + 1):
+        item = torch.randn((1, *shape[1:]), generator=generator, dtype=torch.float32)
+        if i in wanted:
+            items[i] = item
+    return torch.cat([items[i] for i in indices]), generator
 
 
 def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, rescale: float) -> torch.Tensor:

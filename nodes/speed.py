@@ -44,7 +44,7 @@ class EasyAnimateSpeedOptions:
                     {
                         "default": "off",
                         "tooltip": "torch.compile the transformer blocks with this backend (inductor is the usual "
-                        "choice; on a GPU it needs Triton: pip install triton, on Windows triton-windows). "
+                        "choice; on NVIDIA/AMD GPUs it needs Triton: pip install triton, on Windows triton-windows). "
                         "Not combinable with block swap.",
                     },
                 ),

@@ -369,6 +369,18 @@ def test_fp8_matmul_checks(monkeypatch):
         check_fp8_matmul_device(torch.device("mps"))
 
 
+def test_noise_for_a_batch_index_is_that_of_the_whole_batch():
+    """initial_noise with indices (a LATENT's batch_index): each item's noise is that item's in the batch drawn
+    whole with the same seed (duplicates and gaps included), and without indices nothing changed."""
+    shape = (3, 16, 2, 3, 5)
+    whole, _ = initial_noise(shape, 11)
+    picked, _ = initial_noise((3, *shape[1:]), 11, [2, 0, 2])
+    assert torch.equal(picked, whole[[2, 0, 2]])
+    far, _ = initial_noise((1, *shape[1:]), 11, [5])
+    assert torch.equal(far, initial_noise((6, *shape[1:]), 11)[0][5:])
+    assert torch.equal(whole, torch.randn(shape, generator=torch.Generator().manual_seed(11)))
+
+
 def test_inductor_on_a_gpu_without_triton_is_refused_before_work(monkeypatch):
     import importlib.util
 
@@ -379,6 +391,7 @@ def test_inductor_on_a_gpu_without_triton_is_refused_before_work(monkeypatch):
         importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real_find_spec(name, *a)
     )
     check_inductor_device(CPU)  # inductor compiles C++ for the CPU
+    check_inductor_device(torch.device("mps"))  # and Metal for Apple GPUs
     with pytest.raises(ValueError, match="needs Triton.*triton-windows.*set compile to off"):
         check_inductor_device(torch.device("cuda"))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "triton" else None)

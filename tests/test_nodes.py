@@ -738,6 +738,10 @@ def test_per_frame_noise_mask_repeated_with_the_latent_batch():
     assert torch.equal(repeated.keep_mask, expected[0].expand(2, -1, -1, -1, -1))  # what Repeat Latent Batch makes
     with pytest.raises(ValueError, match=r"has 3 frames .* or 9 \(one per frame\), or 18 \(one per frame of each"):
         noise_mask_conditioning(Conditioning(), torch.ones(3, 1, 48, 64), latents, tuple(latents.shape))
+    stills = torch.zeros(2, 16, 1, 6, 8)  # two 1-frame videos, one mask each: per video, as the error offers
+    masks = torch.stack([first[0], second[-1]])
+    keep = noise_mask_conditioning(Conditioning(), masks, stills, tuple(stills.shape)).keep_mask
+    assert keep.shape == (2, 1, 1, 6, 8) and keep[0].mean() == 0.5 and keep[1].min() == 1
 
 
 def test_sampler_names_upscale_latent_for_a_latent_of_an_unusable_size(env, monkeypatch):

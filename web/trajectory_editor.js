@@ -77,7 +77,10 @@ class TrajectoryEditor {
     this.canvas.addEventListener("pointerdown", (e) => this.onPointerDown(e));
     this.canvas.addEventListener("pointermove", (e) => this.onPointerMove(e));
     this.canvas.addEventListener("pointerup", (e) => this.onPointerUp(e));
-    this.canvas.addEventListener("pointerenter", () => this.refreshImage());
+    this.canvas.addEventListener("pointerenter", () => {
+      this.refreshImage();
+      this.sharpen();
+    });
     this.canvas.addEventListener("contextmenu", (e) => e.preventDefault());
     this.canvas.addEventListener("keydown", (e) => this.onKey(e));
     this.resizeObserver = new ResizeObserver(() => this.redraw()); // a new size needs a new buffer
@@ -360,6 +363,18 @@ class TrajectoryEditor {
     return size;
   }
 
+  /** Device pixels per CSS pixel of the canvas now: devicePixelRatio x the graph's zoom (a CSS transform). */
+  screenDensity() {
+    const rect = this.canvas.getBoundingClientRect?.();
+    const zoom = rect?.width > 0 && this.canvas.offsetWidth ? rect.width / this.canvas.offsetWidth : 1;
+    return (globalThis.devicePixelRatio || 1) * zoom;
+  }
+
+  /** Zooming the graph resizes nothing that can be observed: redraw for the new zoom when the pointer comes. */
+  sharpen() {
+    if (Math.abs(this.screenDensity() - (this.density ?? 0)) > 0.01) this.redraw();
+  }
+
   /** Size the canvas buffer to the device pixels it covers (CSS size x devicePixelRatio x the graph's zoom),
    * so the picture stays sharp on high-DPI screens and when zoomed in; before layout it is the reference
    * size. Returns the reference pixels per CSS pixel, the unit for line widths. */
@@ -367,9 +382,7 @@ class TrajectoryEditor {
     const fitted = this.fit();
     // the picture's box as laid out (inside the border; the stage may squeeze it by a pixel or two)
     const css = fitted && { width: this.canvas.clientWidth || fitted.width, height: this.canvas.clientHeight || fitted.height };
-    const rect = this.canvas.getBoundingClientRect?.();
-    const zoom = css && rect?.width > 0 && this.canvas.offsetWidth ? rect.width / this.canvas.offsetWidth : 1;
-    const density = (globalThis.devicePixelRatio || 1) * zoom;
+    const density = (this.density = css ? this.screenDensity() : 1);
     const bw = css ? Math.max(1, Math.min(MAX_BUFFER_PX, Math.round(css.width * density))) : w;
     const bh = css ? Math.max(1, Math.min(MAX_BUFFER_PX, Math.round(css.height * density))) : h;
     if (this.canvas.width !== bw || this.canvas.height !== bh) {

@@ -207,7 +207,6 @@ async function editorChecks(page, nodeId) {
         requestAnimationFrame(() => {
           const c = node.trajectoryEditor.canvas;
           const ref = node.trajectoryEditor.refSize(); // reference pixels (the buffer follows the screen)
-          node.trajectoryEditor.redraw();
           const r = c.getBoundingClientRect();
           const zoom = r.width / c.offsetWidth;
           const left = r.left + c.clientLeft * zoom; // the picture, inside the border
@@ -218,17 +217,25 @@ async function editorChecks(page, nodeId) {
             clear: { x: b.left + b.width / 2, y: b.top + b.height / 2 },
             click: { x: left + 3, y: top + 3 },
             expected: { x: (3 / (c.clientWidth * zoom)) * ref.w, y: (3 / (c.clientHeight * zoom)) * ref.h },
-            buffer: { width: c.width, height: c.height, css: c.clientWidth, dpr: window.devicePixelRatio },
+            zoomedBuffer: c.width, // before the pointer comes: still sized for the zoom of the last redraw
             zoom,
           });
         }),
       ),
     );
   }, nodeId);
+  const buffer = () =>
+    page.evaluate((id) => {
+      const c = window.app.rootGraph.getNodeById(id).trajectoryEditor.canvas;
+      return { width: c.width, height: c.height, css: c.clientWidth, dpr: window.devicePixelRatio };
+    }, nodeId);
+  await page.mouse.move(target.click.x, target.click.y); // the pointer enters the picture at zoom 1.5
+  await nextFrames(page);
+  const hovered = await buffer();
   await page.mouse.click(target.clear.x, target.clear.y);
   await page.mouse.click(target.click.x, target.click.y);
   await nextFrames(page);
-  out.corner = { ...target, got: (await editorState(page, nodeId)).points };
+  out.corner = { ...target, got: (await editorState(page, nodeId)).points, buffer: hovered };
 
   // "Use image size" sets ref_width and ref_height: one change, so one Ctrl+Z brings both back
   const refSize = () =>

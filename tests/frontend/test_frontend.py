@@ -315,9 +315,11 @@ def test_trajectory_editor_with_comfyui_undo_hand_edits_and_zoom(frontend):
     assert (sizes["matched"]["w"], sizes["matched"]["h"]) == tuple(sizes["before"]["image"])
     assert (sizes["matched"]["w"], sizes["matched"]["h"]) != (sizes["before"]["w"], sizes["before"]["h"])
     assert (sizes["undone"]["w"], sizes["undone"]["h"]) == (sizes["before"]["w"], sizes["before"]["h"])
-    # the canvas buffer covers the device pixels on screen at that zoom (sharp when zoomed in or on high DPI)
+    # the canvas buffer covers the device pixels on screen at that zoom (sharp when zoomed in or on high DPI):
+    # zooming changes no layout, so the editor resizes it when the pointer comes (it was sized at zoom 1)
     buffer = corner["buffer"]
     assert buffer["width"] == math.floor(buffer["css"] * buffer["dpr"] * corner["zoom"] + 0.5)  # JS Math.round
+    assert corner["zoomedBuffer"] != buffer["width"]
 
 
 def test_pack_scripts_do_not_warn(frontend):
