@@ -744,17 +744,24 @@ def test_per_frame_noise_mask_repeated_with_the_latent_batch():
     assert keep.shape == (2, 1, 1, 6, 8) and keep[0].mean() == 0.5 and keep[1].min() == 1
 
 
+def spied_sampler(pack, monkeypatch):
+    """(model, vae, Sampler node, its module, calls): the tiny T2V model and a Sampler whose make_room and
+    run_sampler only record that they were reached (for errors that must come before any model work)."""
+    model, vae, _ = pack.node_class_mappings["EasyAnimateModelLoader"]().load(T2V, "fp32", "model_offload", 1)
+    sampler = pack.node_class_mappings["EasyAnimateVideoSampler"]()
+    sampling = sys.modules[type(sampler).__module__]
+    calls = []
+    monkeypatch.setattr(sampling.host, "make_room", lambda *a, **k: calls.append("make_room"))
+    monkeypatch.setattr(sampling, "run_sampler", lambda *a, **k: calls.append("run_sampler"))
+    return model, vae, sampler, sampling, calls
+
+
 def test_sampler_names_upscale_latent_for_a_latent_of_an_unusable_size(env, monkeypatch):
     """Upscale Latent By 1.5 turns a 64x48 video's [1, 16, 3, 6, 8] latent into [1, 16, 3, 9, 12] (ComfyUI's
     common_upscale scales the last two dimensions of a 5-D latent): a 96x72 video. The error says the size
     comes from the latent and how to fix it there, not only that the height must be divisible by 16."""
     _, pack = env
-    model = pack.node_class_mappings["EasyAnimateModelLoader"]().load(T2V, "fp32", "model_offload", 1)[0]
-    sampling = sys.modules[type(pack.node_class_mappings["EasyAnimateVideoSampler"]()).__module__]
-    calls = []
-    monkeypatch.setattr(sampling.host, "make_room", lambda *a, **k: calls.append("make_room"))
-    monkeypatch.setattr(sampling, "run_sampler", lambda *a, **k: calls.append("run_sampler"))
-    sampler = pack.node_class_mappings["EasyAnimateVideoSampler"]()
+    model, _, sampler, sampling, calls = spied_sampler(pack, monkeypatch)
     scaled = {"samples": torch.nn.functional.interpolate(torch.zeros(3, 16, 6, 8), size=(9, 12))[None].movedim(1, 2)}
     assert scaled["samples"].shape == (1, 16, 3, 9, 12)
     for denoise in (0.5, 1.0):
@@ -774,12 +781,7 @@ def test_latents_of_other_models_are_refused_naming_the_fix(env, monkeypatch):
     value: 16)', the Sampler 'input latents ... do not match the run's', or took a Mochi latent's size as ours).
     EmptyHunyuanLatentVideo's [1, 16, (frames-1)/4+1, H/8, W/8] is the same layout as ours and is taken."""
     _, pack = env
-    model, vae, _ = pack.node_class_mappings["EasyAnimateModelLoader"]().load(T2V, "fp32", "model_offload", 1)
-    sampling = sys.modules[type(pack.node_class_mappings["EasyAnimateVideoSampler"]()).__module__]
-    calls = []
-    monkeypatch.setattr(sampling.host, "make_room", lambda *a, **k: calls.append("make_room"))
-    monkeypatch.setattr(sampling, "run_sampler", lambda *a, **k: calls.append("run_sampler"))
-    sampler = pack.node_class_mappings["EasyAnimateVideoSampler"]()
+    model, vae, sampler, sampling, calls = spied_sampler(pack, monkeypatch)
     decoder = pack.node_class_mappings["EasyAnimateVAEDecode"]()
     image, mochi = torch.zeros(1, 4, 6, 8), torch.zeros(1, 12, 3, 6, 8)
     for latents, kind in ((image, "an image latent"), (mochi, "not an EasyAnimate video latent")):
@@ -827,12 +829,7 @@ def test_latent_from_batch_keeps_the_noise_it_had_in_the_batch(env):
 def test_sampler_refuses_an_empty_latent_batch_before_any_model_work(env, monkeypatch):
     """A LATENT of batch 0 (e.g. left by a rebatch) is a clear error, not an IndexError from the preview."""
     _, pack = env
-    model = pack.node_class_mappings["EasyAnimateModelLoader"]().load(T2V, "fp32", "model_offload", 1)[0]
-    sampling = sys.modules[type(pack.node_class_mappings["EasyAnimateVideoSampler"]()).__module__]
-    calls = []
-    monkeypatch.setattr(sampling.host, "make_room", lambda *a, **k: calls.append("make_room"))
-    monkeypatch.setattr(sampling, "run_sampler", lambda *a, **k: calls.append("run_sampler"))
-    sampler = pack.node_class_mappings["EasyAnimateVideoSampler"]()
+    model, _, sampler, sampling, calls = spied_sampler(pack, monkeypatch)
     empty = {"samples": torch.zeros(0, 16, 3, 6, 8)}
     message = r"^the latent batch is empty \(shape \[0, 16, 3, 6, 8\]\): connect a LATENT with at least one video$"
     for denoise in (0.5, 1.0):
