@@ -283,23 +283,18 @@ def noise_mask_conditioning(
     count = 1 if noise_mask.ndim == 2 else noise_mask.shape[0]  # fit_mask checks the layout
     batch = latent_shape[0]
     if batch > 1 and count == batch * frames:  # per-frame masks repeated with the latents (never also == frames)
-        keep = torch.cat(
-            [
-                on_latent_grid(
-                    fit_mask(noise_mask[i * frames : (i + 1) * frames].float(), width, height, frames, stretch=True),
-                    (1, *latent_shape[1:]),
-                )
-                for i in range(batch)
-            ]
-        )
-        return Conditioning(inpaint=cond.inpaint, control=cond.control, init_latents=latents, keep_mask=keep)
-    if count not in (1, frames):
+        parts = [(noise_mask[i * frames : (i + 1) * frames], (1, *latent_shape[1:])) for i in range(batch)]
+    elif count in (1, frames):
+        parts = [(noise_mask, latent_shape)]  # one mask for every video
+    else:
         per_batch = f", or {batch * frames} (one per frame of each of the {batch} videos)" if batch > 1 else ""
         raise ValueError(
             f"the noise mask has {count} frames but the latent holds a {frames}-frame video: give one mask for all "
             f"frames or {frames} (one per frame){per_batch}"
         )
-    keep = on_latent_grid(fit_mask(noise_mask.float(), width, height, frames, stretch=True), latent_shape)
+    keep = torch.cat(
+        [on_latent_grid(fit_mask(m.float(), width, height, frames, stretch=True), shape) for m, shape in parts]
+    )
     return Conditioning(inpaint=cond.inpaint, control=cond.control, init_latents=latents, keep_mask=keep)
 
 
