@@ -17,12 +17,11 @@ try:  # torch and the engine take seconds to import: a Ctrl-C meanwhile is still
     from .attention import BACKENDS
     from .cli import DEFAULTS, DEMO_SIZE, DTYPES, NEGATIVE_PROMPT, cmd_demo, cmd_generate, cmd_tiny
     from .configs import Variant
-    from .memory import MEMORY_MODES
+    from .memory import MEMORY_MODES, is_out_of_memory
     from .runner import COMPILE_BACKENDS
     from .sampling import Interrupted
     from .schedulers import SCHEDULER_NAMES
     from .teacache import DEFAULT_THRESHOLD
-    from .vae import is_out_of_memory
 except KeyboardInterrupt:
     sys.stderr.write("interrupted\n")
     raise SystemExit(130) from None
@@ -190,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if not is_out_of_memory(e):
             raise
-        sys.stderr.write(f"error: out of memory ({_one_line(e)[:200]}); try a smaller size or fewer frames\n")
+        advice = getattr(e, "advice", None)  # the sampler's (runner.with_advice), else the generic one
+        detail = _one_line(e.__cause__ if advice else e)[:200]
+        message = f"{advice} ({detail})" if advice else f"out of memory ({detail}); try a smaller size or fewer frames"
+        sys.stderr.write(f"error: {message}\n")
         return 1
     finally:
         log.removeHandler(handler)

@@ -22,13 +22,13 @@ from safetensors.torch import load_file
 
 from .configs import CAMERA_CHANNELS, TransformerConfig, check_supported_version
 from .keys import is_diffusers_transformer, transformer_to_ours
+from .memory import FP8, is_fp8_weight
 from .transformer import EasyAnimateTransformer
 from .vae import MagvitVAE, convert_vae_state_dict
 
 log = logging.getLogger("EasyAnimate")
 
 WEIGHT_SUFFIXES = (".safetensors", ".sft", ".bin", ".pt", ".pth", ".ckpt")
-FP8 = torch.float8_e4m3fn
 
 # What a V5.1 config says about the pipeline flags that the weights cannot show.
 V51_FLAGS = {
@@ -239,10 +239,7 @@ def _cast(sd: dict[str, torch.Tensor], dtype: torch.dtype, weight_dtype: torch.d
     out = {}
     for k in list(sd):  # pop as we go so that original and cast tensors do not all coexist
         v = sd.pop(k)
-        store = (
-            weight_dtype is not None and k.startswith("transformer_blocks.") and k.endswith(".weight") and v.ndim == 2
-        )
-        target = weight_dtype if store else dtype
+        target = weight_dtype if weight_dtype is not None and is_fp8_weight(k, v) else dtype
         if v.dtype == FP8 and target != FP8:
             v = v.to(torch.float32)  # fp8 -> compute goes through float32 for exact rounding
         out[k] = v if v.dtype == target else v.to(target)

@@ -25,6 +25,24 @@ from torch.func import functional_call
 log = logging.getLogger("EasyAnimate")
 
 MEMORY_MODES = ("none", "model_offload", "fp8", "block_swap")
+FP8 = torch.float8_e4m3fn
+# torch.OutOfMemoryError (any device) from torch 2.5; torch.cuda.OutOfMemoryError, the same class there, before
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch's out-of-memory error, or an accelerator error that says so (ROCm/HIP and other devices raise
+    ``torch.AcceleratorError`` "... out of memory"), as ComfyUI's ``model_management.is_oom`` tells them."""
+    if isinstance(error, OutOfMemoryError):
+        return True
+    accelerator = getattr(torch, "AcceleratorError", None)  # torch >= 2.8
+    return accelerator is not None and isinstance(error, accelerator) and "out of memory" in str(error).lower()
+
+
+def is_fp8_weight(name: str, tensor: torch.Tensor) -> bool:
+    """Whether memory mode fp8 stores this transformer weight in fp8: the 2-D weights of the blocks' linear layers.
+    Norms, embeddings, biases, the patch embedding and the output head stay in the compute dtype."""
+    return name.startswith("transformer_blocks.") and name.endswith(".weight") and tensor.ndim == 2
 
 
 @dataclass(frozen=True)
@@ -45,7 +63,7 @@ class MemoryPolicy:
 
     @property
     def weight_dtype(self) -> torch.dtype | None:
-        return torch.float8_e4m3fn if self.mode == "fp8" else None
+        return FP8 if self.mode == "fp8" else None
 
 
 def _all_on(module: nn.Module, device: torch.device) -> bool:
@@ -193,11 +211,72 @@ def sampling_vram_bytes(
     if policy.mode == "block_swap":
         streamed = model.transformer_blocks[min(policy.resident_blocks, len(model.transformer_blocks)) :]
         weights += -sum(param_bytes(b, device) for b in streamed) + 2 * max(map(param_bytes, streamed), default=0)
+    return weights + activation_bytes(model, latent_shape, dtype)
+
+
+def activation_bytes(model: nn.Module, latent_shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    """An estimate of sampling's activations for batched CFG (``ACTIVATION_FACTOR`` hidden-state copies)."""
     cfg = model.config
     b, _, t, h, w = latent_shape
     tokens = t * (h // cfg.patch_size) * (w // cfg.patch_size) + TEXT_TOKENS
     width = cfg.num_attention_heads * cfg.attention_head_dim
-    return weights + ACTIVATION_FACTOR * 2 * b * tokens * width * torch.finfo(dtype).bits // 8
+    return ACTIVATION_FACTOR * 2 * b * tokens * width * torch.finfo(dtype).bits // 8
+
+
+@dataclass(frozen=True)
+class SamplingNeeds:
+    """Estimated device memory of one sampling run per memory mode, with nothing of it on the device yet."""
+
+    activations: int
+    weights: int  # every weight as none and model_offload place it at once
+    fp8_weights: int  # the same with fp8 block weights
+    outside_blocks: int  # block swap's always-resident part (everything but the blocks)
+    blocks: tuple[int, ...]  # each block's weights
+
+    def mode(self, mode: str, resident_blocks: int = 0) -> int:
+        if mode == "fp8":
+            return self.fp8_weights + self.activations
+        if mode != "block_swap":
+            return self.weights + self.activations
+        streamed = self.blocks[resident_blocks:]
+        return (
+            self.outside_blocks + sum(self.blocks[:resident_blocks]) + 2 * max(streamed, default=0) + self.activations
+        )
+
+    def resident_blocks_within(self, budget: int) -> int | None:
+        """The most resident blocks whose block swap fits in ``budget`` bytes; None when even none do."""
+        fitting = [r for r in range(len(self.blocks) + 1) if self.mode("block_swap", r) <= budget]
+        return max(fitting) if fitting else None
+
+
+def sampling_needs(
+    model: nn.Module, policy: MemoryPolicy, latent_shape: tuple[int, ...], dtype: torch.dtype
+) -> SamplingNeeds:
+    """What one sampling run of ``latent_shape`` would need in each memory mode, from the model as loaded under
+    ``policy``: weights that mode fp8 converted count at the compute dtype's size in the other modes (which
+    load them so), block weights count one byte each in mode fp8."""
+    compute = torch.finfo(dtype).bits // 8
+
+    def stored(name: str, p: torch.Tensor, fp8: bool) -> int:
+        if fp8 and is_fp8_weight(name, p):
+            return p.numel()
+        if p.dtype == FP8 and policy.mode == "fp8":
+            return p.numel() * compute
+        return p.numel() * p.element_size()
+
+    params = list(model.named_parameters())
+    blocks = tuple(
+        sum(stored(name, p, False) for name, p in block.named_parameters(prefix=f"transformer_blocks.{i}"))
+        for i, block in enumerate(model.transformer_blocks)
+    )
+    weights = sum(stored(name, p, False) for name, p in params)
+    return SamplingNeeds(
+        activations=activation_bytes(model, latent_shape, dtype),
+        weights=weights,
+        fp8_weights=sum(stored(name, p, True) for name, p in params),
+        outside_blocks=weights - sum(blocks),
+        blocks=blocks,
+    )
 
 
 def vae_vram_bytes(

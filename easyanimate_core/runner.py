@@ -15,8 +15,9 @@ import torch
 from . import conditioning as C
 from . import lora, ops
 from .attention import check_backend
+from .builders import VAE_SPATIAL, VAE_TEMPORAL
 from .handles import PromptEmbeds, TextEncoderHandle, TransformerHandle, VAEHandle
-from .memory import MemoryPolicy, on_device, transformer_placement
+from .memory import FP8, MemoryPolicy, is_out_of_memory, on_device, param_bytes, sampling_needs, transformer_placement
 from .sampling import Conditioning, initial_noise, sample
 from .schedulers import build_scheduler
 from .vae import VAETiling
@@ -29,11 +30,16 @@ def encode_prompts(
 
     ``negative=None`` (a run without CFG, which never reads it) skips its encoder pass; the prompt's own
     embeddings stand in for it."""
-    with ExitStack() as stack:
-        for module in te.encoder.modules():
-            stack.enter_context(on_device(module, device, offload, te.memory))
-        pos = te.encoder.encode([prompt], device=device)
-        neg = pos if negative is None else te.encoder.encode([negative], device=device)
+    try:
+        with ExitStack() as stack:
+            for module in te.encoder.modules():
+                stack.enter_context(on_device(module, device, offload, te.memory))
+            pos = te.encoder.encode([prompt], device=device)
+            neg = pos if negative is None else te.encoder.encode([negative], device=device)
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        raise with_advice(error, encoder_out_of_memory_advice(te, device)) from error
     cpu = torch.device("cpu")
     return PromptEmbeds(pos.to(cpu), neg.to(cpu), te.encoder.kind)
 
@@ -89,32 +95,126 @@ def run_sampler(
     model = handle.model
     model.set_attention_backend(handle.attention)
     lora_store = offload if handle.memory.offloads else device  # where converted LoRA tensors wait between runs
-    with (
-        transformer_placement(model, device, offload, handle.memory) as run_blocks,
-        lora.applied(model, handle.loras, device, handle.dtype, store=lora_store, streamed=streamed_layer(handle)),
-        ops.fp8_matmul_enabled(model, handle.fp8_matmul, device),
-    ):
-        latents = sample(
-            model,
-            sched,
-            embeds.positive,
-            embeds.negative,
-            noise,
-            steps=steps,
-            cfg=cfg,
-            guidance_rescale=guidance_rescale,
-            denoise=denoise,
-            cond=cond,
-            generator=generator,
-            device=device,
-            dtype=handle.dtype,
-            progress=progress,
-            should_stop=should_stop,
-            run_blocks=compiled_blocks(handle, run_blocks),
-            teacache=teacache,
-            stats=stats,
-        )
+    try:
+        with (
+            transformer_placement(model, device, offload, handle.memory) as run_blocks,
+            lora.applied(model, handle.loras, device, handle.dtype, store=lora_store, streamed=streamed_layer(handle)),
+            ops.fp8_matmul_enabled(model, handle.fp8_matmul, device),
+        ):
+            latents = sample(
+                model,
+                sched,
+                embeds.positive,
+                embeds.negative,
+                noise,
+                steps=steps,
+                cfg=cfg,
+                guidance_rescale=guidance_rescale,
+                denoise=denoise,
+                cond=cond,
+                generator=generator,
+                device=device,
+                dtype=handle.dtype,
+                progress=progress,
+                should_stop=should_stop,
+                run_blocks=compiled_blocks(handle, run_blocks),
+                teacache=teacache,
+                stats=stats,
+            )
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        raise with_advice(error, out_of_memory_advice(handle, latent_shape, device)) from error
     return latents.cpu()
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Total memory of a CUDA (or ROCm) device in bytes; None elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(device).total_memory
+    return None
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+FIT_SHARE = 0.9  # of a GPU's memory that a mode's estimate may take to be suggested (CUDA's own context, others)
+
+
+MODE_SETTING = " (the loader's memory_mode, the command line's --memory-mode)"
+
+
+def out_of_memory_advice(handle: TransformerHandle, latent_shape: tuple[int, ...], device: torch.device) -> str:
+    """What to change after sampling ran out of device memory: the estimated need of each memory mode for this
+    size (``memory.sampling_needs``) and, where the device's size is known, the modes that fit it."""
+    b, _, t, h, w = latent_shape
+    size = f"{w * VAE_SPATIAL}x{h * VAE_SPATIAL}, {(t - 1) * VAE_TEMPORAL + 1} frames"
+    size += f", {b} videos" if b > 1 else ""
+    policy = handle.memory
+    needs = sampling_needs(handle.model, policy, latent_shape, handle.dtype)
+    blocks = len(needs.blocks)
+    current = policy.mode
+    if current == "block_swap":
+        current += f" with {min(policy.resident_blocks, blocks)} of {blocks} blocks resident"
+    text = (
+        f"out of memory on {device} while sampling {size} in memory mode {current}, which needs about "
+        f"{gib(needs.mode(policy.mode, policy.resident_blocks))} at this size (estimated; "
+        f"{gib(needs.activations)} of it activations)"
+    )
+    smaller = "generate fewer frames, a smaller size or fewer videos at once"
+    total = device_memory(device)
+    if total is None:
+        needed = [f"{m} {gib(needs.mode(m))}" for m in ("model_offload", "fp8")]
+        needed.append(f"block_swap {gib(needs.mode('block_swap'))} with no block resident")
+        text += f". The memory modes need about: {', '.join(needed)}; choose one that fits as the memory mode"
+        text += f"{MODE_SETTING}, or {smaller}"
+    else:
+        budget = int(total * FIT_SHARE)
+        fits = [f"{m} (about {gib(needs.mode(m))})" for m in ("model_offload", "fp8") if m != policy.mode and needs.mode(m) <= budget]  # fmt: skip
+        resident = needs.resident_blocks_within(budget)
+        if resident is not None and (policy.mode != "block_swap" or resident < policy.resident_blocks):
+            fits.append(f"block_swap with at most {resident} of {blocks} blocks resident")
+        if fits:
+            text += f". On this {gib(total)} GPU these fit: {', '.join(fits)}; choose one of them as the memory mode"
+            text += f"{MODE_SETTING}, or {smaller}"
+        else:
+            text += f". No memory mode fits this size on this {gib(total)} GPU: {smaller}"
+    text += ". Other models on the GPU take memory too"
+    if policy.mode == "none":
+        text += " (in memory mode none the text encoder stays there)"
+    return text
+
+
+def encoder_out_of_memory_advice(te: TextEncoderHandle, device: torch.device) -> str:
+    """What to change after text encoding ran out of device memory."""
+    modules = te.encoder.modules()
+    weights = gib(sum(map(param_bytes, modules)))
+    text = f"out of memory on {device} while encoding the prompt, with {weights} of text encoder weights"
+    if not any(p.dtype == FP8 for module in modules for p in module.parameters()):
+        text += (
+            "; storing them in fp8 about halves that (the loader's text_encoder_fp8, Load EasyAnimate Text "
+            "Encoder's fp8, the command line's --text-encoder-fp8)"
+        )
+    text += ". Other models on the GPU take memory too"
+    if te.memory.mode == "none":
+        text += (
+            " (in memory mode none the transformer and the VAE stay there after their first run; model_offload moves"
+            " each model off the GPU after its stage)"
+        )
+    return text
+
+
+def with_advice(error: BaseException, advice: str) -> BaseException:
+    """An error of ``error``'s own type (so hosts still tell it is out of memory: ComfyUI's execution.py then unloads
+    its models and adds its tips) saying ``advice`` and then the original message; ``error`` itself if its type
+    cannot be made from a message. ``.advice`` keeps the advice alone, ``__cause__`` the original."""
+    try:
+        advised = type(error)(f"{advice}. [{str(error).strip()}]")
+    except Exception:
+        return error
+    advised.advice, advised.__cause__ = advice, error
+    return advised
 
 
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)

@@ -48,7 +48,9 @@ def initial_noise(
     ``indices`` (ComfyUI's LATENT ``batch_index``): batch item i gets the noise of item ``indices[i]`` of a batch
     drawn whole, as KSampler does, so a video taken out of a batch (Latent From Batch) starts from the noise it
     had in the batch. The generator is returned so that later random draws (noise augmentation, ancestral
-    steps) continue the same stream, as in the EasyAnimate pipelines.
+    steps) continue the same stream, as in the EasyAnimate pipelines. With ``indices`` it continues after item
+    ``max(indices)`` of the whole batch (the conditioning nodes' noise augmentation, drawn for a batch of one
+    after its own draw of the initial noise, does not follow it then).
     """
     generator = torch.Generator("cpu").manual_seed(int(seed))
     if indices is None:

@@ -16,22 +16,12 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from .memory import is_out_of_memory
 from .vae_blocks import DOWN_BLOCKS, UP_BLOCKS, Decoder, Encoder
 
 log = logging.getLogger("EasyAnimate")
 
 Progress = Callable[[int, int], None]
-# torch.OutOfMemoryError (any device) from torch 2.5; torch.cuda.OutOfMemoryError, the same class there, before
-OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """torch's out-of-memory error, or an accelerator error that says so (ROCm/HIP and other devices raise
-    ``torch.AcceleratorError`` "... out of memory"), as ComfyUI's ``model_management.is_oom`` tells them."""
-    if isinstance(error, OutOfMemoryError):
-        return True
-    accelerator = getattr(torch, "AcceleratorError", None)  # torch >= 2.8
-    return accelerator is not None and isinstance(error, accelerator) and "out of memory" in str(error).lower()
 
 
 _DOWN = ("SpatialDownBlock3D",) + ("SpatialTemporalDownBlock3D",) * 3

@@ -399,6 +399,22 @@ def test_fp16_runs_the_vae_in_float32_and_auto_avoids_bf16_where_unsupported(ckp
     assert cli.resolve_dtype("fp32", "cuda") == torch.float32
 
 
+def test_out_of_memory_while_sampling_prints_the_advice(capsys, monkeypatch, tmp_path):
+    """The sampler's advice (runner.with_advice) is printed whole, then the start of torch's own message."""
+    from easyanimate_core.runner import with_advice
+
+    torch_message = "CUDA out of memory. Tried to allocate 2.00 GiB. " + "x" * 300
+    advised = with_advice(torch.OutOfMemoryError(torch_message), "out of memory on cuda:0 while sampling " + "y" * 300)
+
+    def load(*args, **kwargs):
+        raise advised
+
+    monkeypatch.setattr(cli, "load_models", load)
+    assert main(["generate", "--model", str(tmp_path), *SIZE, "--out", str(tmp_path / "a.npy")]) == 1
+    line = one_line_error(capsys)
+    assert line == f"error: out of memory on cuda:0 while sampling {'y' * 300} ({torch_message[:200]})"
+
+
 @pytest.mark.parametrize("error", ["OutOfMemoryError", "AcceleratorError"])
 def test_out_of_memory_is_a_one_line_error(error, capsys, monkeypatch, tmp_path):
     """CUDA's OutOfMemoryError, or ROCm's AcceleratorError saying so; any other error is not caught as one."""

@@ -421,6 +421,90 @@ def test_vram_estimates(model):
     assert swapped - resident == 2 * max(blocks)  # the two streamed copies are made even so
 
 
+def test_sampling_needs_per_mode(model, folder):
+    """The out-of-memory advice's estimates: each mode's equals the estimate hosts make room with for that mode
+    (nothing on the device yet); fp8 counts the blocks' 2-D weights at one byte; a model loaded in fp8 counts
+    those at the compute dtype's size in the other modes, which load them so."""
+    from easyanimate_core import memory as M
+
+    shape = (1, 16, 3, 6, 8)
+    needs = M.sampling_needs(model, MemoryPolicy(), shape, torch.float32)
+    for mode in ("none", "model_offload"):
+        assert needs.mode(mode) == M.sampling_vram_bytes(model, MemoryPolicy(mode), shape, torch.float32)
+    for resident in range(5):
+        policy = MemoryPolicy("block_swap", resident)
+        assert needs.mode("block_swap", resident) == M.sampling_vram_bytes(model, policy, shape, torch.float32)
+    block_weights = sum(p.numel() for n, p in model.named_parameters() if n.startswith("transformer_blocks.") and n.endswith(".weight") and p.ndim == 2)  # fmt: skip
+    assert block_weights > 0 and needs.weights - needs.fp8_weights == 3 * block_weights
+    fp8 = load_transformer(folder, dtype=torch.float32, weight_dtype=torch.float8_e4m3fn)[0]
+    as_fp8 = M.sampling_needs(fp8, MemoryPolicy("fp8"), shape, torch.float32)
+    assert as_fp8 == needs and as_fp8.mode("fp8") - as_fp8.activations == M.param_bytes(fp8)
+    assert needs.resident_blocks_within(needs.mode("block_swap", 1)) == 1  # 2 resident: one more block on the GPU
+    assert needs.resident_blocks_within(needs.mode("none")) == 4
+    assert needs.resident_blocks_within(needs.mode("block_swap", 0) - 1) is None
+
+
+def oom_in_sampling(model, monkeypatch, error, total=None, policy=MemoryPolicy(), shape=(1, 16, 2, 4, 4)):
+    """The error run_sampler raises when sampling fails with ``error`` on a device of ``total`` bytes."""
+    from easyanimate_core import runner
+    from easyanimate_core.handles import PromptEmbeds, TransformerHandle
+
+    def sample(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(runner, "sample", sample)
+    monkeypatch.setattr(runner, "device_memory", lambda device: total)
+    embeds = PromptEmbeds(text(1), text(2), "qwen2vl")
+    kw = dict(steps=2, cfg=4.0, seed=5, scheduler="Flow", device=CPU, offload=CPU)
+    with pytest.raises(BaseException) as info:
+        runner.run_sampler(TransformerHandle(model, torch.float32, policy), embeds, shape, **kw)
+    return info.value
+
+
+def test_out_of_memory_while_sampling_says_which_memory_modes_fit(model, monkeypatch):
+    """The error keeps its type (hosts still see an out-of-memory error: ComfyUI unloads its models and adds its
+    tips) and its original message, and names the size, the mode, and the modes that fit this GPU."""
+    from easyanimate_core import memory as M
+    from easyanimate_core.runner import FIT_SHARE, gib
+
+    shape = (2, 16, 2, 4, 4)
+    needs = M.sampling_needs(model, MemoryPolicy(), shape, torch.float32)
+    total = int(needs.mode("block_swap", 1) / FIT_SHARE) + 2  # fp8 and one resident block fit, none does not
+    assert needs.mode("fp8") < needs.mode("block_swap", 1) < needs.mode("none")
+    resident = needs.resident_blocks_within(int(total * FIT_SHARE))
+    assert resident == 1
+    original = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+    error = oom_in_sampling(model, monkeypatch, original, total, shape=shape)
+    assert type(error) is torch.OutOfMemoryError and error.__cause__ is original
+    message = str(error)
+    assert message.startswith(
+        f"out of memory on cpu while sampling 32x32, 5 frames, 2 videos in memory mode none, which needs about "
+        f"{gib(needs.mode('none'))} at this size"
+    )
+    assert f"these fit: fp8 (about {gib(needs.mode('fp8'))}), block_swap with at most {resident} of 4 blocks" in message
+    assert "model_offload (" not in message and error.advice in message
+    assert message.endswith("[CUDA out of memory. Tried to allocate 9.00 GiB]")
+    # in block swap, fewer resident blocks is the suggestion; none fits a device smaller than block swap's floor
+    swap = oom_in_sampling(model, monkeypatch, original, total, MemoryPolicy("block_swap", 4), shape)
+    assert f"of 4 blocks resident, which needs about {gib(needs.mode('block_swap', 4))}" in str(swap)
+    assert f"block_swap with at most {resident} of 4 blocks resident" in str(swap)
+    tiny = oom_in_sampling(model, monkeypatch, original, needs.mode("block_swap") // 2, shape=shape)
+    assert "No memory mode fits this size" in str(tiny) and "these fit" not in str(tiny)
+    unknown = str(oom_in_sampling(model, monkeypatch, original, None, shape=shape))  # a device of unknown size
+    assert f"model_offload {gib(needs.mode('model_offload'))}, fp8 {gib(needs.mode('fp8'))}" in unknown
+
+
+def test_other_errors_while_sampling_pass_unchanged(model, monkeypatch):
+    accelerator = getattr(torch, "AcceleratorError", None)
+    if accelerator is not None:  # ROCm's out of memory (torch >= 2.8)
+        error = oom_in_sampling(model, monkeypatch, accelerator("HIP out of memory"))
+        assert type(error) is accelerator and str(error).startswith("out of memory on cpu while sampling")
+        other = accelerator("device-side assert triggered")
+        assert oom_in_sampling(model, monkeypatch, other) is other
+    other = RuntimeError("out of memory?")  # not torch's out-of-memory error
+    assert oom_in_sampling(model, monkeypatch, other) is other
+
+
 def test_a_batch_of_videos_pairs_every_video_with_the_prompt(model):
     """A LATENT batch (core LatentBatch / Repeat Latent Batch) samples every video with the same prompt: the first
     video equals a batch-of-one run (its noise is the first slice of the seed's stream), the second differs."""

@@ -397,6 +397,34 @@ def test_an_error_inside_a_block_leaves_the_model_as_it_was(env, memory, fp8_mat
     assert_same_state(before, model_state(model))
 
 
+def test_out_of_memory_while_sampling_reaches_comfyui_with_advice(env, monkeypatch):
+    """An out-of-memory error in the transformer reaches ComfyUI as one (it unloads its models and appends its tips)
+    with the pack's advice first; the model is as before and the next run is unaffected."""
+    comfy, _ = env
+    prompt = t2v_prompt(seed=5, memory="none")
+    executor = PromptExecutor()
+    clean = latents_of(executor.execute(prompt))
+    model = executor.execute(prompt).results["1"][0][0].model
+    before, forward, unloads = model_state(model), type(model.transformer_blocks[1]).forward, []
+
+    def failing(self, *args):
+        if self is model.transformer_blocks[1]:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        return forward(self, *args)
+
+    monkeypatch.setattr(type(model.transformer_blocks[1]), "forward", failing)
+    monkeypatch.setattr(comfy.model_management, "unload_all_models", lambda: unloads.append(True))
+    error = error_of(lambda p: executor.execute(p), t2v_prompt(seed=6, memory="none"))
+    message = error.details["exception_message"]
+    assert error.node_id == "3" and type(error.__cause__) is torch.OutOfMemoryError and unloads == [True]
+    assert message.startswith("out of memory on cpu while sampling 64x48, 9 frames in memory mode none, which needs")
+    assert "The memory modes need about: model_offload" in message
+    assert "[CUDA out of memory. Tried to allocate 20.00 MiB]\nThis error means you ran out of memory" in message
+    monkeypatch.undo()
+    assert_same_state(before, model_state(model))
+    assert torch.equal(latents_of(executor.execute(prompt)), clean)
+
+
 def test_a_run_leaves_torch_global_state_alone(env):
     """Loading (the preview map's fit), image-to-video's noise augmentation, a LoRA and TeaCache draw from their own
     seeded generators, never from torch's global stream, and change no global setting."""

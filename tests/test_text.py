@@ -380,3 +380,33 @@ def test_a_tokenizer_larger_than_the_encoders_vocabulary_is_an_error(qwen_dir, t
         ValueError, match=rf"has {len(reference.tokenizer)} tokens but the text encoder embeds only {short}"
     ):
         load_text_encoder(folder, dtype=torch.float32)
+
+
+def test_out_of_memory_while_encoding_says_what_to_change(qwen, qwen_dir, monkeypatch):
+    """The error keeps its type (ComfyUI still sees an out-of-memory error) and says the weights' size, fp8 storage
+    where not used yet, and what memory mode none keeps on the GPU."""
+    from easyanimate_core.handles import TextEncoderHandle
+    from easyanimate_core.memory import MemoryPolicy, param_bytes
+    from easyanimate_core.runner import encode_prompts, gib
+
+    cpu = torch.device("cpu")
+    original = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    def failing(self, *args, **kwargs):
+        raise original
+
+    monkeypatch.setattr(TextEncoder, "encode", failing)
+    with pytest.raises(torch.OutOfMemoryError) as info:
+        encode_prompts(TextEncoderHandle(qwen, torch.float32), ENGLISH, NEG_ENGLISH, cpu, cpu)
+    weights = gib(sum(map(param_bytes, qwen.modules())))
+    assert str(info.value).startswith(f"out of memory on cpu while encoding the prompt, with {weights} of text")
+    assert "storing them in fp8 about halves that" in str(info.value) and "memory mode none the transformer" in str(
+        info.value
+    )
+    assert info.value.__cause__ is original and str(info.value).endswith(
+        "[CUDA out of memory. Tried to allocate 1.00 GiB]"
+    )
+    fp8 = load_text_encoder(qwen_dir, dtype=torch.float32, weight_dtype=torch.float8_e4m3fn)
+    with pytest.raises(torch.OutOfMemoryError) as info:
+        encode_prompts(TextEncoderHandle(fp8, torch.float32, MemoryPolicy("model_offload")), ENGLISH, None, cpu, cpu)
+    assert "fp8" not in str(info.value) and "memory mode none" not in str(info.value)

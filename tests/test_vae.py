@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderKLMagvit
 from safetensors.torch import load_file
 
+from easyanimate_core.memory import OutOfMemoryError
 from easyanimate_core.testing.vae import (
     make_tiny_vae_state_dict,
     tiny_vae_config,
@@ -18,7 +19,6 @@ from easyanimate_core.testing.vae import (
 )
 from easyanimate_core.vae import (
     MagvitVAE,
-    OutOfMemoryError,
     VAEConfig,
     VAETiling,
     convert_vae_state_dict,

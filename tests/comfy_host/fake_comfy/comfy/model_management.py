@@ -16,8 +16,7 @@ class InterruptProcessingException(
     pass
 
 
-class OOM_EXCEPTION(Exception):  # noqa: N801 - ComfyUI's name (an alias of torch.cuda.OutOfMemoryError there)
-    pass
+OOM_EXCEPTION = torch.cuda.OutOfMemoryError  # as ComfyUI sets it (torch.OutOfMemoryError, the same class, since 2.5)
 
 
 DISABLE_SMART_MEMORY = False
