@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from easyanimate_core.configs import TransformerConfig  # noqa: E402
 from easyanimate_core.handles import PromptEmbeds, TransformerHandle  # noqa: E402
 from easyanimate_core.keys import transformer_to_diffusers  # noqa: E402
-from easyanimate_core.memory import MemoryPolicy  # noqa: E402
+from easyanimate_core.memory import MemoryPolicy, is_fp8_weight, sampling_needs  # noqa: E402
 from easyanimate_core.runner import run_sampler  # noqa: E402
 from easyanimate_core.text import TextEmbeds  # noqa: E402
 from easyanimate_core.transformer import EasyAnimateTransformer  # noqa: E402
@@ -127,7 +127,7 @@ def run_ours(sd, kw, mode, size, args, device, dtype):
         sd.clear()  # the model holds the only copy of the weights
     if mode == "fp8":
         for name, p in model.named_parameters():
-            if name.startswith("transformer_blocks.") and name.endswith(".weight") and p.ndim == 2:
+            if is_fp8_weight(name, p):
                 p.data = p.data.to(torch.float8_e4m3fn)
     if mode == "none":
         model.to(device)
@@ -137,10 +137,11 @@ def run_ours(sd, kw, mode, size, args, device, dtype):
     )
     clock = StepClock(device)
     stats: dict = {}
+    latent_shape = (1, 16, (f - 1) // 4 + 1, h // 8, w // 8)
 
     def sample(steps: int, teacache: float, handle: TransformerHandle = handle) -> torch.Tensor:
         return run_sampler(
-            handle, embeds(kw, dtype), (1, 16, (f - 1) // 4 + 1, h // 8, w // 8), steps=steps, cfg=6.0, seed=0,
+            handle, embeds(kw, dtype), latent_shape, steps=steps, cfg=6.0, seed=0,
             scheduler="Flow", device=device, offload=torch.device("cpu"), progress=lambda i, n, x: clock(),
             teacache=teacache, stats=stats,
         )  # fmt: skip
@@ -168,6 +169,10 @@ def run_ours(sd, kw, mode, size, args, device, dtype):
         print(f"# TeaCache {args.teacache}: skipped {stats.get('teacache_skipped')} calls, ran {stats.get('transformer_calls')}, "
               f"mean {total / args.steps:.3f} s/it over {args.steps} steps", flush=True)  # fmt: skip
     result = clock.per_step(), peak_gib(device)
+    # what the out-of-memory advice would say this mode needs here, next to the measured peak (on CUDA the two
+    # measure the same thing; on the CPU the peak RSS also holds the interpreter and torch)
+    estimate = sampling_needs(model, policy, latent_shape, dtype).mode(mode, args.resident_blocks) / 2**30
+    print(f"# ours {mode} at {'x'.join(map(str, size))}: estimated need {estimate:.4g} GiB, peak {result[1]:.4g} GiB", flush=True)  # fmt: skip
     # every mode must give the output of "none" (fp8: close to it); a race in block streaming would show here
     if key not in REFERENCE and mode == "none":
         REFERENCE[key] = latents.float().cpu()

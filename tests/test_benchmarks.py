@@ -39,6 +39,9 @@ def test_sampler_benchmark_runs_every_mode_and_checks_it_against_none():
     diffs = dict(re.findall(r"# ours (\w+) vs eager none at 32x32x5: relative difference (\S+)", out))
     assert float(diffs["block_swap"]) == 0  # streamed blocks (1 of tiny's 2 resident by default) change nothing
     assert 0 < float(diffs["fp8"]) < 0.1
+    estimates = dict(re.findall(r"# ours (\w+) at 32x32x5: estimated need (\S+) GiB, peak \S+ GiB", out))
+    assert estimates.keys() == {"none", "block_swap", "fp8"}
+    assert float(estimates["fp8"]) < float(estimates["none"])  # its block weights at one byte instead of four
 
 
 def test_transformer_step_benchmark_compares_equal_outputs():
