@@ -39,6 +39,22 @@ def is_out_of_memory(error: BaseException) -> bool:
     return accelerator is not None and isinstance(error, accelerator) and "out of memory" in str(error).lower()
 
 
+def with_advice(error: BaseException, advice: str) -> BaseException:
+    """An error of ``error``'s own type (so hosts still tell it is out of memory: ComfyUI's execution.py then unloads
+    its models and adds its tips) saying ``advice`` and then the original message; ``error`` itself if its type
+    cannot be made from a message. ``.advice`` keeps the advice alone, ``__cause__`` the original."""
+    try:
+        advised = type(error)(f"{advice}. [{str(error).strip()}]")
+    except Exception:
+        return error
+    advised.advice, advised.__cause__ = advice, error
+    return advised
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
 def is_fp8_weight(name: str, tensor: torch.Tensor) -> bool:
     """Whether memory mode fp8 stores this transformer weight in fp8: the 2-D weights of the blocks' linear layers.
     Norms, embeddings, biases, the patch embedding and the output head stay in the compute dtype."""

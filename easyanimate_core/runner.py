@@ -17,7 +17,17 @@ from . import lora, ops
 from .attention import check_backend
 from .builders import VAE_SPATIAL, VAE_TEMPORAL
 from .handles import PromptEmbeds, TextEncoderHandle, TransformerHandle, VAEHandle
-from .memory import FP8, MemoryPolicy, is_out_of_memory, on_device, param_bytes, sampling_needs, transformer_placement
+from .memory import (
+    FP8,
+    MemoryPolicy,
+    gib,
+    is_out_of_memory,
+    on_device,
+    param_bytes,
+    sampling_needs,
+    transformer_placement,
+    with_advice,
+)
 from .sampling import Conditioning, initial_noise, sample
 from .schedulers import build_scheduler
 from .vae import VAETiling
@@ -135,10 +145,6 @@ def device_memory(device: torch.device) -> int | None:
     return None
 
 
-def gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
-
-
 FIT_SHARE = 0.9  # of a GPU's memory that a mode's estimate may take to be suggested (CUDA's own context, others)
 
 
@@ -203,18 +209,6 @@ def encoder_out_of_memory_advice(te: TextEncoderHandle, device: torch.device) ->
             " each model off the GPU after its stage)"
         )
     return text
-
-
-def with_advice(error: BaseException, advice: str) -> BaseException:
-    """An error of ``error``'s own type (so hosts still tell it is out of memory: ComfyUI's execution.py then unloads
-    its models and adds its tips) saying ``advice`` and then the original message; ``error`` itself if its type
-    cannot be made from a message. ``.advice`` keeps the advice alone, ``__cause__`` the original."""
-    try:
-        advised = type(error)(f"{advice}. [{str(error).strip()}]")
-    except Exception:
-        return error
-    advised.advice, advised.__cause__ = advice, error
-    return advised
 
 
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)

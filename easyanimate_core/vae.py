@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from .memory import is_out_of_memory
+from .memory import is_out_of_memory, with_advice
 from .vae_blocks import DOWN_BLOCKS, UP_BLOCKS, Decoder, Encoder
 
 log = logging.getLogger("EasyAnimate")
@@ -324,7 +324,8 @@ def retry_in_tiles(
     frame's larger side when untiled), down to 64 pixels, as ComfyUI's own VAE decode falls back to tiles.
 
     Each retry starts after the failed attempt's exception is gone, so its activations are freed first; the
-    weights are unchanged. When even the smallest tile does not fit, the last out-of-memory error is raised.
+    weights are unchanged. When even the smallest tile does not fit, the last out-of-memory error is raised, of its
+    own type, with advice first (``memory.with_advice``).
     """
     side = max(height, width)
     while True:
@@ -337,7 +338,13 @@ def retry_in_tiles(
             failed = tile.tile_size if tiled else side
             smaller = smaller_tile(failed)
             if smaller is None:
-                raise
+                where = f"in {failed}-pixel tiles, the smallest it tries" if tiled else "untiled"
+                advice = (
+                    f"out of memory in the VAE {what} of {width}x{height} frames {where}: other models on the GPU "
+                    "hold its memory (in memory mode none the transformer and the text encoder stay there; "
+                    "model_offload moves each model off the GPU after its stage), or make the video smaller"
+                )
+                raise with_advice(error, advice) from error
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         log.warning(

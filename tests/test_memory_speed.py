@@ -465,7 +465,8 @@ def test_out_of_memory_while_sampling_says_which_memory_modes_fit(model, monkeyp
     """The error keeps its type (hosts still see an out-of-memory error: ComfyUI unloads its models and adds its
     tips) and its original message, and names the size, the mode, and the modes that fit this GPU."""
     from easyanimate_core import memory as M
-    from easyanimate_core.runner import FIT_SHARE, gib
+    from easyanimate_core.memory import gib
+    from easyanimate_core.runner import FIT_SHARE
 
     shape = (2, 16, 2, 4, 4)
     needs = M.sampling_needs(model, MemoryPolicy(), shape, torch.float32)

@@ -386,8 +386,8 @@ def test_out_of_memory_while_encoding_says_what_to_change(qwen, qwen_dir, monkey
     """The error keeps its type (ComfyUI still sees an out-of-memory error) and says the weights' size, fp8 storage
     where not used yet, and what memory mode none keeps on the GPU."""
     from easyanimate_core.handles import TextEncoderHandle
-    from easyanimate_core.memory import MemoryPolicy, param_bytes
-    from easyanimate_core.runner import encode_prompts, gib
+    from easyanimate_core.memory import MemoryPolicy, gib, param_bytes
+    from easyanimate_core.runner import encode_prompts
 
     cpu = torch.device("cpu")
     original = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")

@@ -300,9 +300,14 @@ def test_out_of_memory_even_in_the_smallest_tiles_is_raised(pair, monkeypatch) -
     ours, _ = pair
     state = {k: v.clone() for k, v in ours.state_dict().items()}
     seen = _out_of_memory_above(ours, "_decode_frames", 4, monkeypatch)  # not even 64-pixel tiles fit
-    with pytest.raises(OutOfMemoryError, match="Tried to allocate"):
+    with pytest.raises(OutOfMemoryError, match="Tried to allocate") as info:
         ours.decode(_latents(3, size=24))  # 192 px -> 64-pixel tiles -> none smaller
     assert seen == [24, 8]  # 192 px untiled, then the first 64-pixel tile
+    assert str(info.value).startswith("out of memory in the VAE decode of 192x192 frames in 64-pixel tiles, the")
+    assert "memory mode none the transformer and the text encoder stay there" in info.value.advice
+    with pytest.raises(OutOfMemoryError) as info:
+        ours.decode(_latents(3, size=12))  # 96 px untiled: no tile smaller than the frame to retry in
+    assert " of 96x96 frames untiled: other models" in str(info.value)
     assert all(torch.equal(v, state[k]) for k, v in ours.state_dict().items())
 
 
