@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if not is_out_of_memory(e):
             raise
-        advice = getattr(e, "advice", None)  # the sampler's (runner.with_advice), else the generic one
+        advice = getattr(e, "advice", None)  # memory.raise_with_advice's, else the generic one
         detail = _one_line(e.__cause__ if advice else e)[:200]
         message = f"{advice} ({detail})" if advice else f"out of memory ({detail}); try a smaller size or fewer frames"
         sys.stderr.write(f"error: {message}\n")

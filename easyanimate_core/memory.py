@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 from torch import nn
@@ -39,16 +40,22 @@ def is_out_of_memory(error: BaseException) -> bool:
     return accelerator is not None and isinstance(error, accelerator) and "out of memory" in str(error).lower()
 
 
-def with_advice(error: BaseException, advice: str) -> BaseException:
-    """An error of ``error``'s own type (so hosts still tell it is out of memory: ComfyUI's execution.py then unloads
-    its models and adds its tips) saying ``advice`` and then the original message; ``error`` itself if its type
-    cannot be made from a message. ``.advice`` keeps the advice alone, ``__cause__`` the original."""
+def raise_with_advice(error: BaseException, advice: str | Callable[[], str]) -> NoReturn:
+    """Raise an error of ``error``'s own type and attributes (so hosts still tell it is out of memory: ComfyUI's
+    execution.py then unloads its models and adds its tips; ROCm's keeps its error code) saying the advice and then
+    the original message, caused by ``error``; ``.advice`` keeps the advice alone. A callable ``advice`` is called
+    here; when it fails, or the new error cannot be made, ``error`` itself is raised: a fault in the advice never
+    hides the out-of-memory error."""
     try:
-        advised = type(error)(f"{advice}. [{str(error).strip()}]")
+        text = advice if isinstance(advice, str) else advice()
+        advised = type(error)(f"{text}. [{str(error).strip()}]")
+        advised.__dict__.update(error.__dict__)
+        advised.advice = text
     except Exception:
-        return error
-    advised.advice, advised.__cause__ = advice, error
-    return advised
+        advised = None
+    if advised is None:
+        raise error
+    raise advised from error
 
 
 def gib(n: int) -> str:
@@ -260,8 +267,9 @@ class SamplingNeeds:
         )
 
     def resident_blocks_within(self, budget: int) -> int | None:
-        """The most resident blocks whose block swap fits in ``budget`` bytes; None when even none do."""
-        fitting = [r for r in range(len(self.blocks) + 1) if self.mode("block_swap", r) <= budget]
+        """The most resident blocks (fewer than all: that is mode none) whose block swap fits in ``budget`` bytes;
+        None when even none do."""
+        fitting = [r for r in range(len(self.blocks)) if self.mode("block_swap", r) <= budget]
         return max(fitting) if fitting else None
 
 

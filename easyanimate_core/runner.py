@@ -24,9 +24,9 @@ from .memory import (
     is_out_of_memory,
     on_device,
     param_bytes,
+    raise_with_advice,
     sampling_needs,
     transformer_placement,
-    with_advice,
 )
 from .sampling import Conditioning, initial_noise, sample
 from .schedulers import build_scheduler
@@ -49,7 +49,7 @@ def encode_prompts(
     except Exception as error:
         if not is_out_of_memory(error):
             raise
-        raise with_advice(error, encoder_out_of_memory_advice(te, device)) from error
+        raise_with_advice(error, lambda: encoder_out_of_memory_advice(te, device))
     cpu = torch.device("cpu")
     return PromptEmbeds(pos.to(cpu), neg.to(cpu), te.encoder.kind)
 
@@ -134,14 +134,17 @@ def run_sampler(
     except Exception as error:
         if not is_out_of_memory(error):
             raise
-        raise with_advice(error, out_of_memory_advice(handle, latent_shape, device)) from error
+        raise_with_advice(error, lambda: out_of_memory_advice(handle, latent_shape, device))
     return latents.cpu()
 
 
 def device_memory(device: torch.device) -> int | None:
-    """Total memory of a CUDA (or ROCm) device in bytes; None elsewhere."""
+    """Total memory of a CUDA (or ROCm) or Intel GPU in bytes; None elsewhere."""
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_properties(device).total_memory
+    xpu = getattr(torch, "xpu", None)
+    if device.type == "xpu" and xpu is not None and xpu.is_available():
+        return xpu.get_device_properties(device).total_memory
     return None
 
 
@@ -152,40 +155,38 @@ MODE_SETTING = " (the loader's memory_mode, the command line's --memory-mode)"
 
 
 def out_of_memory_advice(handle: TransformerHandle, latent_shape: tuple[int, ...], device: torch.device) -> str:
-    """What to change after sampling ran out of device memory: the estimated need of each memory mode for this
-    size (``memory.sampling_needs``) and, where the device's size is known, the modes that fit it."""
+    """What to change after sampling ran out of device memory: the estimated need of the failed memory mode at this
+    size (``memory.sampling_needs``) and the modes that need less, those that fit where the device's size is
+    known."""
     b, _, t, h, w = latent_shape
     size = f"{w * VAE_SPATIAL}x{h * VAE_SPATIAL}, {(t - 1) * VAE_TEMPORAL + 1} frames"
     size += f", {b} videos" if b > 1 else ""
     policy = handle.memory
     needs = sampling_needs(handle.model, policy, latent_shape, handle.dtype)
-    blocks = len(needs.blocks)
-    current = policy.mode
-    if current == "block_swap":
-        current += f" with {min(policy.resident_blocks, blocks)} of {blocks} blocks resident"
+    blocks, resident = len(needs.blocks), min(policy.resident_blocks, len(needs.blocks))
+    current = policy.mode + (f" with {resident} of {blocks} blocks resident" if policy.mode == "block_swap" else "")
+    failed = needs.mode(policy.mode, resident)
     text = (
-        f"out of memory on {device} while sampling {size} in memory mode {current}, which needs about "
-        f"{gib(needs.mode(policy.mode, policy.resident_blocks))} at this size (estimated; "
-        f"{gib(needs.activations)} of it activations)"
+        f"out of memory on {device} while sampling {size} in memory mode {current}, which needs about {gib(failed)} "
+        f"at this size (estimated; {gib(needs.activations)} of it activations)"
     )
     smaller = "generate fewer frames, a smaller size or fewer videos at once"
     total = device_memory(device)
-    if total is None:
-        needed = [f"{m} {gib(needs.mode(m))}" for m in ("model_offload", "fp8")]
-        needed.append(f"block_swap {gib(needs.mode('block_swap'))} with no block resident")
-        text += f". The memory modes need about: {', '.join(needed)}; choose one that fits as the memory mode"
-        text += f"{MODE_SETTING}, or {smaller}"
+    budget = failed - 1 if total is None else min(failed - 1, int(total * FIT_SHARE))  # less than what failed
+    less = [f"fp8 (about {gib(needs.mode('fp8'))})"] if policy.mode != "fp8" and needs.mode("fp8") <= budget else []
+    swap = needs.resident_blocks_within(budget)
+    if swap is not None:
+        less.append(f"block_swap with at most {swap} of {blocks} blocks resident (about {gib(needs.mode('block_swap', swap))})")  # fmt: skip
+    if policy.mode == "none" and (total is None or failed <= int(total * FIT_SHARE)):
+        less.append("model_offload (the same for sampling, but the text encoder leaves the GPU before it)")
+    gpu = "" if total is None else f"this {gib(total)} GPU"
+    if less:
+        fit = f" and fit {gpu}" if gpu else ""
+        text += f". These need less{fit}: {', '.join(less)}; choose one as the memory mode{MODE_SETTING}, or {smaller}"
+    elif gpu and failed <= int(total * FIT_SHARE):
+        text += f". That fits {gpu} by the estimate, so something else holds its memory: free it, or {smaller}"
     else:
-        budget = int(total * FIT_SHARE)
-        fits = [f"{m} (about {gib(needs.mode(m))})" for m in ("model_offload", "fp8") if m != policy.mode and needs.mode(m) <= budget]  # fmt: skip
-        resident = needs.resident_blocks_within(budget)
-        if resident is not None and (policy.mode != "block_swap" or resident < policy.resident_blocks):
-            fits.append(f"block_swap with at most {resident} of {blocks} blocks resident")
-        if fits:
-            text += f". On this {gib(total)} GPU these fit: {', '.join(fits)}; choose one of them as the memory mode"
-            text += f"{MODE_SETTING}, or {smaller}"
-        else:
-            text += f". No memory mode fits this size on this {gib(total)} GPU: {smaller}"
+        text += f". No memory mode needs less{' and fits ' + gpu if gpu else ''}: {smaller}"
     text += ". Other models on the GPU take memory too"
     if policy.mode == "none":
         text += " (in memory mode none the text encoder stays there)"
@@ -199,8 +200,8 @@ def encoder_out_of_memory_advice(te: TextEncoderHandle, device: torch.device) ->
     text = f"out of memory on {device} while encoding the prompt, with {weights} of text encoder weights"
     if not any(p.dtype == FP8 for module in modules for p in module.parameters()):
         text += (
-            "; storing them in fp8 about halves that (the loader's text_encoder_fp8, Load EasyAnimate Text "
-            "Encoder's fp8, the command line's --text-encoder-fp8)"
+            f"; fp8 stores its linear layers' weights in one byte each instead of {torch.finfo(te.dtype).bits // 8} "
+            "(the loader's text_encoder_fp8, Load EasyAnimate Text Encoder's fp8, the command line's --text-encoder-fp8)"
         )
     text += ". Other models on the GPU take memory too"
     if te.memory.mode == "none":

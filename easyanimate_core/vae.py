@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from .memory import is_out_of_memory, with_advice
+from .memory import is_out_of_memory, raise_with_advice
 from .vae_blocks import DOWN_BLOCKS, UP_BLOCKS, Decoder, Encoder
 
 log = logging.getLogger("EasyAnimate")
@@ -325,7 +325,7 @@ def retry_in_tiles(
 
     Each retry starts after the failed attempt's exception is gone, so its activations are freed first; the
     weights are unchanged. When even the smallest tile does not fit, the last out-of-memory error is raised, of its
-    own type, with advice first (``memory.with_advice``).
+    own type, with advice first (``memory.raise_with_advice``).
     """
     side = max(height, width)
     while True:
@@ -344,7 +344,7 @@ def retry_in_tiles(
                     "hold its memory (in memory mode none the transformer and the text encoder stay there; "
                     "model_offload moves each model off the GPU after its stage), or make the video smaller"
                 )
-                raise with_advice(error, advice) from error
+                raise_with_advice(error, advice)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         log.warning(

@@ -400,14 +400,13 @@ def test_fp16_runs_the_vae_in_float32_and_auto_avoids_bf16_where_unsupported(ckp
 
 
 def test_out_of_memory_while_sampling_prints_the_advice(capsys, monkeypatch, tmp_path):
-    """The sampler's advice (runner.with_advice) is printed whole, then the start of torch's own message."""
-    from easyanimate_core.memory import with_advice
+    """The sampler's advice (memory.raise_with_advice) is printed whole, then the start of torch's own message."""
+    from easyanimate_core.memory import raise_with_advice
 
     torch_message = "CUDA out of memory. Tried to allocate 2.00 GiB. " + "x" * 300
-    advised = with_advice(torch.OutOfMemoryError(torch_message), "out of memory on cuda:0 while sampling " + "y" * 300)
 
     def load(*args, **kwargs):
-        raise advised
+        raise_with_advice(torch.OutOfMemoryError(torch_message), "out of memory on cuda:0 while sampling " + "y" * 300)
 
     monkeypatch.setattr(cli, "load_models", load)
     assert main(["generate", "--model", str(tmp_path), *SIZE, "--out", str(tmp_path / "a.npy")]) == 1

@@ -440,7 +440,7 @@ def test_sampling_needs_per_mode(model, folder):
     as_fp8 = M.sampling_needs(fp8, MemoryPolicy("fp8"), shape, torch.float32)
     assert as_fp8 == needs and as_fp8.mode("fp8") - as_fp8.activations == M.param_bytes(fp8)
     assert needs.resident_blocks_within(needs.mode("block_swap", 1)) == 1  # 2 resident: one more block on the GPU
-    assert needs.resident_blocks_within(needs.mode("none")) == 4
+    assert needs.resident_blocks_within(2 * needs.mode("none")) == 3  # all 4 resident is mode none: never offered
     assert needs.resident_blocks_within(needs.mode("block_swap", 0) - 1) is None
 
 
@@ -463,47 +463,72 @@ def oom_in_sampling(model, monkeypatch, error, total=None, policy=MemoryPolicy()
 
 def test_out_of_memory_while_sampling_says_which_memory_modes_fit(model, monkeypatch):
     """The error keeps its type (hosts still see an out-of-memory error: ComfyUI unloads its models and adds its
-    tips) and its original message, and names the size, the mode, and the modes that fit this GPU."""
+    tips) and its original message, and names the size, the mode, its need, and only modes that need less than it
+    and fit this GPU."""
     from easyanimate_core import memory as M
     from easyanimate_core.memory import gib
     from easyanimate_core.runner import FIT_SHARE
 
     shape = (2, 16, 2, 4, 4)
     needs = M.sampling_needs(model, MemoryPolicy(), shape, torch.float32)
+    # the tiny model's blocks differ in size: fp8 < block swap with 0 or 1 resident < none = 2 resident < 3 resident
+    assert needs.mode("fp8") < needs.mode("block_swap", 0) < needs.mode("block_swap", 1) < needs.mode("none")
+    assert needs.mode("block_swap", 2) == needs.mode("none") < needs.mode("block_swap", 3)
     total = int(needs.mode("block_swap", 1) / FIT_SHARE) + 2  # fp8 and one resident block fit, none does not
-    assert needs.mode("fp8") < needs.mode("block_swap", 1) < needs.mode("none")
-    resident = needs.resident_blocks_within(int(total * FIT_SHARE))
-    assert resident == 1
+    assert needs.resident_blocks_within(int(total * FIT_SHARE)) == 1
     original = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
     error = oom_in_sampling(model, monkeypatch, original, total, shape=shape)
     assert type(error) is torch.OutOfMemoryError and error.__cause__ is original
-    message = str(error)
+    message, gpu = str(error), f"this {gib(total)} GPU"
     assert message.startswith(
         f"out of memory on cpu while sampling 32x32, 5 frames, 2 videos in memory mode none, which needs about "
         f"{gib(needs.mode('none'))} at this size"
     )
-    assert f"these fit: fp8 (about {gib(needs.mode('fp8'))}), block_swap with at most {resident} of 4 blocks" in message
-    assert "model_offload (" not in message and error.advice in message
+    swap1 = f"block_swap with at most 1 of 4 blocks resident (about {gib(needs.mode('block_swap', 1))})"
+    assert f"These need less and fit {gpu}: fp8 (about {gib(needs.mode('fp8'))}), {swap1}; choose one" in message
+    assert "model_offload" not in message and error.advice in message  # it needs what none needs: it does not fit
     assert message.endswith("[CUDA out of memory. Tried to allocate 9.00 GiB]")
-    # in block swap, fewer resident blocks is the suggestion; none fits a device smaller than block swap's floor
-    swap = oom_in_sampling(model, monkeypatch, original, total, MemoryPolicy("block_swap", 4), shape)
-    assert f"of 4 blocks resident, which needs about {gib(needs.mode('block_swap', 4))}" in str(swap)
-    assert f"block_swap with at most {resident} of 4 blocks resident" in str(swap)
-    tiny = oom_in_sampling(model, monkeypatch, original, needs.mode("block_swap") // 2, shape=shape)
-    assert "No memory mode fits this size" in str(tiny) and "these fit" not in str(tiny)
-    unknown = str(oom_in_sampling(model, monkeypatch, original, None, shape=shape))  # a device of unknown size
-    assert f"model_offload {gib(needs.mode('model_offload'))}, fp8 {gib(needs.mode('fp8'))}" in unknown
+    # a GPU where none fits by the estimate: model_offload is offered for what it frees (the text encoder)
+    roomy = str(oom_in_sampling(model, monkeypatch, original, 2**40, shape=shape))
+    assert "resident (about" in roomy and "model_offload (the same for sampling, but the text encoder leaves" in roomy
+    # block swap with more resident blocks than the model has is all resident; fewer is suggested, not the same
+    swap = str(oom_in_sampling(model, monkeypatch, original, total, MemoryPolicy("block_swap", 100), shape))
+    assert f"block_swap with 4 of 4 blocks resident, which needs about {gib(needs.mode('none'))}" in swap
+    assert swap1 in swap and "model_offload" not in swap
+    # nothing that needs as much as the failed mode: fp8 has nothing below it, block swap with none resident only fp8
+    fp8 = oom_in_sampling(model, monkeypatch, original, 2**40, MemoryPolicy("fp8"), shape)
+    assert "These need less" not in str(fp8)
+    assert f"That fits this {gib(2**40)} GPU by the estimate, so something else holds its memory" in str(fp8)
+    swap0 = str(oom_in_sampling(model, monkeypatch, original, 2**40, MemoryPolicy("block_swap", 0), shape))
+    assert f"These need less and fit this {gib(2**40)} GPU: fp8 (about {gib(needs.mode('fp8'))}); choose" in swap0
+    for policy in (MemoryPolicy("fp8"), MemoryPolicy("block_swap", 0)):
+        small = str(oom_in_sampling(model, monkeypatch, original, needs.mode("fp8") // 2, policy, shape))
+        assert f"No memory mode needs less and fits this {gib(needs.mode('fp8') // 2)} GPU" in small
+    # a device of unknown size: every mode that needs less
+    unknown = str(oom_in_sampling(model, monkeypatch, original, None, shape=shape))
+    assert f"These need less: fp8 (about {gib(needs.mode('fp8'))}), {swap1}, model_offload (the same" in unknown
+    unknown_fp8 = str(oom_in_sampling(model, monkeypatch, original, None, MemoryPolicy("fp8"), shape))
+    assert "No memory mode needs less: generate fewer frames" in unknown_fp8
 
 
 def test_other_errors_while_sampling_pass_unchanged(model, monkeypatch):
+    from easyanimate_core import runner
+
     accelerator = getattr(torch, "AcceleratorError", None)
-    if accelerator is not None:  # ROCm's out of memory (torch >= 2.8)
-        error = oom_in_sampling(model, monkeypatch, accelerator("HIP out of memory"))
+    if accelerator is not None:  # ROCm's out of memory (torch >= 2.8), with its error code kept
+        hip = accelerator("HIP out of memory")
+        hip.error_code = 2
+        error = oom_in_sampling(model, monkeypatch, hip)
         assert type(error) is accelerator and str(error).startswith("out of memory on cpu while sampling")
+        assert error.error_code == 2 and error.__cause__ is hip
         other = accelerator("device-side assert triggered")
         assert oom_in_sampling(model, monkeypatch, other) is other
     other = RuntimeError("out of memory?")  # not torch's out-of-memory error
     assert oom_in_sampling(model, monkeypatch, other) is other
+    # a fault while making the advice never hides the out-of-memory error
+    monkeypatch.setattr(runner, "sampling_needs", lambda *a: 1 / 0)
+    original = torch.OutOfMemoryError("CUDA out of memory")
+    assert oom_in_sampling(model, monkeypatch, original) is original and original.__cause__ is None
 
 
 def test_a_batch_of_videos_pairs_every_video_with_the_prompt(model):

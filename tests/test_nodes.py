@@ -418,7 +418,7 @@ def test_out_of_memory_while_sampling_reaches_comfyui_with_advice(env, monkeypat
     message = error.details["exception_message"]
     assert error.node_id == "3" and type(error.__cause__) is torch.OutOfMemoryError and unloads == [True]
     assert message.startswith("out of memory on cpu while sampling 64x48, 9 frames in memory mode none, which needs")
-    assert "The memory modes need about: model_offload" in message
+    assert "These need less: fp8 (about" in message and "model_offload (the same for sampling" in message
     assert "[CUDA out of memory. Tried to allocate 20.00 MiB]\nThis error means you ran out of memory" in message
     monkeypatch.undo()
     assert_same_state(before, model_state(model))
