@@ -39,16 +39,16 @@ def build():
     return model
 
 
-def gib(model) -> float:
+def readable_size(model) -> float:
     return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
 
 
 def main() -> None:
     model = build()
     params = sum(p.numel() for p in model.parameters())
-    before = gib(model)
+    before = readable_size(model)
     layers = store_linear_weights(model, torch.float8_e4m3fn)
-    after = gib(model)
+    after = readable_size(model)
     print(f"Qwen2-VL-7B text encoder: {params / 1e9:.2f} B parameters")
     print(f"bf16: {before:.2f} GiB; fp8 linear weights ({layers} layers): {after:.2f} GiB ({after / before:.0%})")
 

@@ -58,8 +58,9 @@ def raise_with_advice(error: BaseException, advice: str | Callable[[], str]) -> 
     raise advised from error
 
 
-def gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
+def readable_size(n: int) -> str:
+    """Bytes as GiB with one decimal, or as whole MiB below 1 GiB."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{round(n / 2**20)} MiB"
 
 
 def is_fp8_weight(name: str, tensor: torch.Tensor) -> bool:

@@ -20,11 +20,11 @@ from .handles import PromptEmbeds, TextEncoderHandle, TransformerHandle, VAEHand
 from .memory import (
     FP8,
     MemoryPolicy,
-    gib,
     is_out_of_memory,
     on_device,
     param_bytes,
     raise_with_advice,
+    readable_size,
     sampling_needs,
     transformer_placement,
 )
@@ -167,19 +167,23 @@ def out_of_memory_advice(handle: TransformerHandle, latent_shape: tuple[int, ...
     current = policy.mode + (f" with {resident} of {blocks} blocks resident" if policy.mode == "block_swap" else "")
     failed = needs.mode(policy.mode, resident)
     text = (
-        f"out of memory on {device} while sampling {size} in memory mode {current}, which needs about {gib(failed)} "
-        f"at this size (estimated; {gib(needs.activations)} of it activations)"
+        f"out of memory on {device} while sampling {size} in memory mode {current}, which needs about {readable_size(failed)} "
+        f"at this size (estimated; {readable_size(needs.activations)} of it activations)"
     )
     smaller = "generate fewer frames, a smaller size or fewer videos at once"
     total = device_memory(device)
     budget = failed - 1 if total is None else min(failed - 1, int(total * FIT_SHARE))  # less than what failed
-    less = [f"fp8 (about {gib(needs.mode('fp8'))})"] if policy.mode != "fp8" and needs.mode("fp8") <= budget else []
+    less = (
+        [f"fp8 (about {readable_size(needs.mode('fp8'))})"]
+        if policy.mode != "fp8" and needs.mode("fp8") <= budget
+        else []
+    )
     swap = needs.resident_blocks_within(budget)
     if swap is not None:
-        less.append(f"block_swap with at most {swap} of {blocks} blocks resident (about {gib(needs.mode('block_swap', swap))})")  # fmt: skip
+        less.append(f"block_swap with at most {swap} of {blocks} blocks resident (about {readable_size(needs.mode('block_swap', swap))})")  # fmt: skip
     if policy.mode == "none" and (total is None or failed <= int(total * FIT_SHARE)):
         less.append("model_offload (the same for sampling, but the text encoder leaves the GPU before it)")
-    gpu = "" if total is None else f"this {gib(total)} GPU"
+    gpu = "" if total is None else f"this {readable_size(total)} GPU"
     if less:
         fit = f" and fit {gpu}" if gpu else ""
         text += f". These need less{fit}: {', '.join(less)}; choose one as the memory mode{MODE_SETTING}, or {smaller}"
@@ -196,7 +200,7 @@ def out_of_memory_advice(handle: TransformerHandle, latent_shape: tuple[int, ...
 def encoder_out_of_memory_advice(te: TextEncoderHandle, device: torch.device) -> str:
     """What to change after text encoding ran out of device memory."""
     modules = te.encoder.modules()
-    weights = gib(sum(map(param_bytes, modules)))
+    weights = readable_size(sum(map(param_bytes, modules)))
     text = f"out of memory on {device} while encoding the prompt, with {weights} of text encoder weights"
     if not any(p.dtype == FP8 for module in modules for p in module.parameters()):
         text += (

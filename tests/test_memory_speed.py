@@ -466,7 +466,7 @@ def test_out_of_memory_while_sampling_says_which_memory_modes_fit(model, monkeyp
     tips) and its original message, and names the size, the mode, its need, and only modes that need less than it
     and fit this GPU."""
     from easyanimate_core import memory as M
-    from easyanimate_core.memory import gib
+    from easyanimate_core.memory import readable_size
     from easyanimate_core.runner import FIT_SHARE
 
     shape = (2, 16, 2, 4, 4)
@@ -479,13 +479,15 @@ def test_out_of_memory_while_sampling_says_which_memory_modes_fit(model, monkeyp
     original = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
     error = oom_in_sampling(model, monkeypatch, original, total, shape=shape)
     assert type(error) is torch.OutOfMemoryError and error.__cause__ is original
-    message, gpu = str(error), f"this {gib(total)} GPU"
+    message, gpu = str(error), f"this {readable_size(total)} GPU"
     assert message.startswith(
         f"out of memory on cpu while sampling 32x32, 5 frames, 2 videos in memory mode none, which needs about "
-        f"{gib(needs.mode('none'))} at this size"
+        f"{readable_size(needs.mode('none'))} at this size"
     )
-    swap1 = f"block_swap with at most 1 of 4 blocks resident (about {gib(needs.mode('block_swap', 1))})"
-    assert f"These need less and fit {gpu}: fp8 (about {gib(needs.mode('fp8'))}), {swap1}; choose one" in message
+    swap1 = f"block_swap with at most 1 of 4 blocks resident (about {readable_size(needs.mode('block_swap', 1))})"
+    assert (
+        f"These need less and fit {gpu}: fp8 (about {readable_size(needs.mode('fp8'))}), {swap1}; choose one" in message
+    )
     assert "model_offload" not in message and error.advice in message  # it needs what none needs: it does not fit
     assert message.endswith("[CUDA out of memory. Tried to allocate 9.00 GiB]")
     # a GPU where none fits by the estimate: model_offload is offered for what it frees (the text encoder)
@@ -493,20 +495,25 @@ def test_out_of_memory_while_sampling_says_which_memory_modes_fit(model, monkeyp
     assert "resident (about" in roomy and "model_offload (the same for sampling, but the text encoder leaves" in roomy
     # block swap with more resident blocks than the model has is all resident; fewer is suggested, not the same
     swap = str(oom_in_sampling(model, monkeypatch, original, total, MemoryPolicy("block_swap", 100), shape))
-    assert f"block_swap with 4 of 4 blocks resident, which needs about {gib(needs.mode('none'))}" in swap
+    assert f"block_swap with 4 of 4 blocks resident, which needs about {readable_size(needs.mode('none'))}" in swap
     assert swap1 in swap and "model_offload" not in swap
     # nothing that needs as much as the failed mode: fp8 has nothing below it, block swap with none resident only fp8
     fp8 = oom_in_sampling(model, monkeypatch, original, 2**40, MemoryPolicy("fp8"), shape)
     assert "These need less" not in str(fp8)
-    assert f"That fits this {gib(2**40)} GPU by the estimate, so something else holds its memory" in str(fp8)
+    assert f"That fits this {readable_size(2**40)} GPU by the estimate, so something else holds its memory" in str(fp8)
     swap0 = str(oom_in_sampling(model, monkeypatch, original, 2**40, MemoryPolicy("block_swap", 0), shape))
-    assert f"These need less and fit this {gib(2**40)} GPU: fp8 (about {gib(needs.mode('fp8'))}); choose" in swap0
+    assert (
+        f"These need less and fit this {readable_size(2**40)} GPU: fp8 (about {readable_size(needs.mode('fp8'))}); choose"
+        in swap0
+    )
     for policy in (MemoryPolicy("fp8"), MemoryPolicy("block_swap", 0)):
         small = str(oom_in_sampling(model, monkeypatch, original, needs.mode("fp8") // 2, policy, shape))
-        assert f"No memory mode needs less and fits this {gib(needs.mode('fp8') // 2)} GPU" in small
+        assert f"No memory mode needs less and fits this {readable_size(needs.mode('fp8') // 2)} GPU" in small
     # a device of unknown size: every mode that needs less
     unknown = str(oom_in_sampling(model, monkeypatch, original, None, shape=shape))
-    assert f"These need less: fp8 (about {gib(needs.mode('fp8'))}), {swap1}, model_offload (the same" in unknown
+    assert (
+        f"These need less: fp8 (about {readable_size(needs.mode('fp8'))}), {swap1}, model_offload (the same" in unknown
+    )
     unknown_fp8 = str(oom_in_sampling(model, monkeypatch, original, None, MemoryPolicy("fp8"), shape))
     assert "No memory mode needs less: generate fewer frames" in unknown_fp8
 

@@ -72,19 +72,22 @@ def test_a_server_that_exits_is_reported(tmp_path):
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    """The check's harness side for the text-to-video workflow and the bad input; its output folder copied
+    """The check's harness side for the text-to-video workflow, the bad input and the out-of-memory error; its
+    output folder copied
     as a stand-in for the server's."""
     work = tmp_path_factory.mktemp("real_server")
     models, out = str(work / "models"), str(work / "harness")
     write_tiny_models(models, {"EasyAnimateV5.1-tiny-T2V": "T2V"})
-    run = rs.run_harness(models, str(work / "input"), out, str(work / "nodes"), only={T2V, rs.BAD_INPUT_CASE})
+    run = rs.run_harness(
+        models, str(work / "input"), out, str(work / "nodes"), only={T2V, rs.BAD_INPUT_CASE, rs.OOM_CASE}
+    )
     shutil.copytree(out, work / "server")
     return run, out, str(work / "server")
 
 
 def test_harness_side_dumps_images_and_records_files_and_errors(harness):
     run, out, _ = harness
-    assert set(run["results"]) == {T2V, rs.BAD_INPUT_CASE}
+    assert set(run["results"]) == {T2V, rs.BAD_INPUT_CASE, rs.OOM_CASE}
     prompt = run["cases"][T2V]["prompt"]
     images = [(i, s) for i, e in prompt.items() if e["class_type"] in run["pack_nodes"]
               for s, kind in enumerate(run["object_info"][e["class_type"]]["output"]) if kind == "IMAGE"]  # fmt: skip
@@ -97,6 +100,12 @@ def test_harness_side_dumps_images_and_records_files_and_errors(harness):
     error = run["results"][rs.BAD_INPUT_CASE]["error"]
     assert error["node_type"] == rs.SAMPLER and "divisible by 16" in error["exception_message"]
     assert rs.DUMP_NODE not in run["object_info"]  # only the pack's nodes are compared
+    error = run["results"][rs.OOM_CASE]["error"]  # the check node's out-of-memory error, with the pack's advice
+    assert error["node_type"] == rs.SAMPLER and error["exception_type"] == "torch.OutOfMemoryError"
+    assert error["exception_message"].startswith("out of memory on cpu while sampling 64x48, 9 frames in memory mode")
+    assert f"[{rs.OOM_MESSAGE}]\nThis error means you ran out of memory on your GPU." in error["exception_message"]
+    runners = [m for n, m in sys.modules.items() if n.endswith("easyanimate_core.runner")]
+    assert runners and all(r.sample.__name__ == "sample" for r in runners)  # the failure was for one run only
 
 
 def test_comparisons_pass_on_equal_runs_and_catch_any_difference(harness):

@@ -386,7 +386,7 @@ def test_out_of_memory_while_encoding_says_what_to_change(qwen, qwen_dir, monkey
     """The error keeps its type (ComfyUI still sees an out-of-memory error) and says the weights' size, fp8 storage
     where not used yet, and what memory mode none keeps on the GPU."""
     from easyanimate_core.handles import TextEncoderHandle
-    from easyanimate_core.memory import MemoryPolicy, gib
+    from easyanimate_core.memory import MemoryPolicy, readable_size
     from easyanimate_core.runner import encode_prompts
 
     cpu = torch.device("cpu")
@@ -398,7 +398,7 @@ def test_out_of_memory_while_encoding_says_what_to_change(qwen, qwen_dir, monkey
     monkeypatch.setattr(TextEncoder, "encode", failing)
     with pytest.raises(torch.OutOfMemoryError) as info:
         encode_prompts(TextEncoderHandle(qwen, torch.float32), ENGLISH, NEG_ENGLISH, cpu, cpu)
-    weights = gib(sum(p.numel() * p.element_size() for module in qwen.modules() for p in module.parameters()))
+    weights = readable_size(sum(p.numel() * p.element_size() for module in qwen.modules() for p in module.parameters()))
     assert str(info.value).startswith(f"out of memory on cpu while encoding the prompt, with {weights} of text")
     fp8_note = "; fp8 stores its linear layers' weights in one byte each instead of 4 (the loader's text_encoder_fp8"
     assert fp8_note in str(info.value) and "memory mode none the transformer" in str(info.value)

@@ -6,16 +6,17 @@
 Run it with the pack's test Python (torch and aiohttp, see requirements-dev.txt); `--python` is the one that
 runs ComfyUI's main.py (default: the same). Nothing is written into the ComfyUI checkout: the server gets
 `--base-directory WORK/comfyui` (models, input, output, temp, user and custom_nodes all live there), where
-the pack is linked into custom_nodes next to a small tensor-dump node written for the run; both are removed
-at the end. The tiny checkpoints, LoRA and example inputs come from run_workflows' helpers.
+the pack is linked into custom_nodes next to two small check nodes written for the run (a tensor dump, and one
+that makes the next sampling run fail with torch's out-of-memory error); all are removed at the end. The tiny checkpoints, LoRA and example inputs come from run_workflows' helpers.
 
 Checks: /object_info of the pack's nodes equals the harness's (keys the server never emits are ignored);
 every shipped workflow with DEMO_OVERRIDES runs on the server (POST /prompt, /history polling) and each
 IMAGE output of a pack node (dumped by the dump node) is torch.equal to the harness run of the same prompt,
 and every saved WEBP file is byte-identical (MP4 files are not compared: the harness's SaveVideo encodes
 with imageio-ffmpeg, ComfyUI with PyAV); an interrupted run is reported as interrupted and its rerun equals
-the harness; a bad input gives the pack's error message (as the harness gives it) and the server goes on
-serving. Prints a table and exits 1 on any mismatch. Without --out the work folder is temporary.
+the harness; a bad input and an out-of-memory error at the first sampling step give the pack's error messages
+as the harness gives them (after an out-of-memory error ComfyUI adds its tips and unloads its models) and the
+server goes on serving. Prints a table and exits 1 on any mismatch. Without --out the work folder is temporary.
 
 It needs a ComfyUI whose main.py has --base-directory (0.3.64 has). Packs installed in the checkout's own
 custom_nodes are not loaded; an extra_model_paths.yaml there still applies, and a second copy of the pack it
@@ -46,7 +47,9 @@ DUMP_NODE = "EasyAnimateCheckTensorDump"
 DUMP_FILE = "easyanimate_check_tensor_dump.py"
 DUMP_SUBFOLDER = "tensor_dump"
 SAMPLER = "EasyAnimateVideoSampler"
-INTERRUPT_CASE, BAD_INPUT_CASE = "interrupt", "bad_input"
+OOM_NODE = "EasyAnimateCheckOutOfMemory"
+INTERRUPT_CASE, BAD_INPUT_CASE, OOM_CASE = "interrupt", "bad_input", "out_of_memory"
+OOM_MESSAGE = "CUDA out of memory. Tried to allocate 9.00 GiB (raised by the check)"
 TERMINAL = ("execution_success", "execution_error", "execution_interrupted")
 # The dump node, written into the server's (and the harness's) custom_nodes for the run only.
 DUMP_SOURCE = f'''"""Saves an IMAGE as output/{DUMP_SUBFOLDER}/<name>.pt (written by tests/comfy_host/real_server.py)."""
@@ -73,7 +76,33 @@ class {DUMP_NODE}:
         return {{}}
 
 
-NODE_CLASS_MAPPINGS = {{"{DUMP_NODE}": {DUMP_NODE}}}
+class {OOM_NODE}:
+    """Passes the model on; the next sampling run (only that one) fails with torch's out-of-memory error at its
+    first step, as a GPU that runs out would."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {{"required": {{"model": ("EASYANIMATE_MODEL",)}}}}
+
+    RETURN_TYPES = ("EASYANIMATE_MODEL",)
+    FUNCTION = "arm"
+    CATEGORY = "testing"
+
+    def arm(self, model):
+        import sys
+
+        runner = sys.modules[type(model).__module__.rsplit(".", 1)[0] + ".runner"]  # the pack's own engine
+        sample = runner.sample
+
+        def out_of_memory(*args, **kwargs):
+            runner.sample = sample
+            raise torch.OutOfMemoryError("{OOM_MESSAGE}")
+
+        runner.sample = out_of_memory
+        return (model,)
+
+
+NODE_CLASS_MAPPINGS = {{"{DUMP_NODE}": {DUMP_NODE}, "{OOM_NODE}": {OOM_NODE}}}
 '''
 
 
@@ -122,6 +151,11 @@ def build_cases(info: dict, pack_nodes) -> dict[str, dict]:
     t2v = cases["easyanimate_t2v"]["prompt"]
     cases[INTERRUPT_CASE] = {"prompt": _with_sampler(t2v, INTERRUPT_CASE, steps=60, seed=7), "extra_data": {}}
     cases[BAD_INPUT_CASE] = {"prompt": _with_sampler(t2v, BAD_INPUT_CASE, width=65, seed=8), "extra_data": {}}
+    oom = _with_sampler(t2v, OOM_CASE, seed=9)
+    sampler = oom[node_of_type(oom, SAMPLER)]["inputs"]
+    oom["oom"] = {"class_type": OOM_NODE, "inputs": {"model": sampler["model"]}}
+    sampler["model"] = ["oom", 0]
+    cases[OOM_CASE] = {"prompt": oom, "extra_data": {}}
     return cases
 
 
@@ -441,12 +475,13 @@ def server_checks(server: Server, harness: dict, harness_out: str, server_out: s
     cases, results = harness["cases"], harness["results"]
     dumps_h, dumps_s = os.path.join(harness_out, DUMP_SUBFOLDER), os.path.join(server_out, DUMP_SUBFOLDER)
     for name, case in cases.items():
-        if name in (INTERRUPT_CASE, BAD_INPUT_CASE):
+        if name in (INTERRUPT_CASE, BAD_INPUT_CASE, OOM_CASE):
             continue
         print(f"  {name} ...", flush=True)
         rows.append(compare_run(name, server.run(case), results[name], harness_out, server_out, dumps_h, dumps_s))
-    print(f"  {BAD_INPUT_CASE} ...", flush=True)
-    rows.append(bad_input_check(server, cases, results))
+    for case, label in ((BAD_INPUT_CASE, "bad input"), (OOM_CASE, "out of memory")):
+        print(f"  {case} ...", flush=True)
+        rows.append(error_check(server, cases, results, case, label))
     print(f"  {INTERRUPT_CASE} ...", flush=True)
     kind, data = history_outcome(server.run_interrupted(cases[INTERRUPT_CASE]))
     interrupted = [] if kind == "execution_interrupted" else [f"expected execution_interrupted, got {kind} {data}"]
@@ -484,12 +519,14 @@ def compare_run(check_name, entry, expected, harness_out, server_out, dumps_h, d
     return row(check_name, problems + file_problems, detail)
 
 
-def bad_input_check(server: Server, cases: dict, results: dict) -> tuple[str, str, str]:
-    expected = results[BAD_INPUT_CASE].get("error")
-    kind, data = history_outcome(server.run(cases[BAD_INPUT_CASE]))
+def error_check(server: Server, cases: dict, results: dict, case: str, label: str) -> tuple[str, str, str]:
+    """`case` fails on the server as in the harness (same node, exception type and message, ComfyUI's own tips
+    included), and the server runs the next prompt."""
+    expected = results[case].get("error")
+    kind, data = history_outcome(server.run(cases[case]))
     problems = []
     if expected is None:
-        problems.append("the harness ran the bad input without an error")
+        problems.append(f"the harness ran the {label} case without an error")
     elif kind != "execution_error":
         problems.append(f"expected execution_error, got {kind}")
     else:
@@ -500,7 +537,7 @@ def bad_input_check(server: Server, cases: dict, results: dict) -> tuple[str, st
     if again != "success":
         problems.append(f"the next prompt: {again}")
     message = (data.get("exception_message") or "").strip().splitlines()
-    return row("bad input", problems, f"{data.get('exception_type')}: {message[0] if message else ''}; next prompt ok")
+    return row(label, problems, f"{data.get('exception_type')}: {message[0][:100] if message else ''}; next prompt ok")
 
 
 def main(argv=None) -> int:
