@@ -167,27 +167,27 @@ def out_of_memory_advice(handle: TransformerHandle, latent_shape: tuple[int, ...
     current = policy.mode + (f" with {resident} of {blocks} blocks resident" if policy.mode == "block_swap" else "")
     failed = needs.mode(policy.mode, resident)
     text = (
-        f"out of memory on {device} while sampling {size} in memory mode {current}, which needs about {readable_size(failed)} "
-        f"at this size (estimated; {readable_size(needs.activations)} of it activations)"
+        f"out of memory on {device} while sampling {size} in memory mode {current}, which needs about "
+        f"{readable_size(failed)} at this size (estimated; {readable_size(needs.activations)} of it activations)"
     )
     smaller = "generate fewer frames, a smaller size or fewer videos at once"
     total = device_memory(device)
-    budget = failed - 1 if total is None else min(failed - 1, int(total * FIT_SHARE))  # less than what failed
-    less = (
-        [f"fp8 (about {readable_size(needs.mode('fp8'))})"]
-        if policy.mode != "fp8" and needs.mode("fp8") <= budget
-        else []
-    )
+    room = None if total is None else int(total * FIT_SHARE)  # what a mode may take to count as fitting
+    budget = failed - 1 if room is None else min(failed - 1, room)  # and less than what failed
+    less = []
+    if policy.mode != "fp8" and needs.mode("fp8") <= budget:
+        less.append(f"fp8 (about {readable_size(needs.mode('fp8'))})")
     swap = needs.resident_blocks_within(budget)
     if swap is not None:
-        less.append(f"block_swap with at most {swap} of {blocks} blocks resident (about {readable_size(needs.mode('block_swap', swap))})")  # fmt: skip
-    if policy.mode == "none" and (total is None or failed <= int(total * FIT_SHARE)):
+        swap_need = readable_size(needs.mode("block_swap", swap))
+        less.append(f"block_swap with at most {swap} of {blocks} blocks resident (about {swap_need})")
+    if policy.mode == "none" and (room is None or failed <= room):
         less.append("model_offload (the same for sampling, but the text encoder leaves the GPU before it)")
     gpu = "" if total is None else f"this {readable_size(total)} GPU"
     if less:
         fit = f" and fit {gpu}" if gpu else ""
         text += f". These need less{fit}: {', '.join(less)}; choose one as the memory mode{MODE_SETTING}, or {smaller}"
-    elif gpu and failed <= int(total * FIT_SHARE):
+    elif room is not None and failed <= room:
         text += f". That fits {gpu} by the estimate, so something else holds its memory: free it, or {smaller}"
     else:
         text += f". No memory mode needs less{' and fits ' + gpu if gpu else ''}: {smaller}"
