@@ -59,6 +59,12 @@ def test_text_encoder_bytes_benchmark():
     assert "bf16: 14.19 GiB; fp8 linear weights (197 layers): 7.60 GiB (54%)" in out
 
 
+def test_vram_estimates_benchmark():
+    """The numbers README and RESULTS.md quote for the out-of-memory advice (12B, bf16, a 24 GiB GPU)."""
+    out = script("vram_estimates.py", "--preset", "12b", "--size", "576x1008x49", "--gpu-gib", "24")
+    assert "| 576x1008x49 | 27.4 GiB | 16.5 GiB | 17.4 GiB | 6.4 GiB | 33 of 48 |" in out
+
+
 @pytest.mark.parametrize(
     "name", ["attention_backends.py", "cuda_check.py", "load_peak_rss.py", "vae_decode.py", "gpu_sampler.py"]
 )
