@@ -58,6 +58,18 @@ def raise_with_advice(error: BaseException, advice: str | Callable[[], str]) -> 
     raise advised from error
 
 
+@contextmanager
+def advise_on_out_of_memory(advice: Callable[[], str]) -> Iterator[None]:
+    """Within the block, an out-of-memory error is raised again with ``advice()`` first (``raise_with_advice``);
+    every other error passes unchanged."""
+    try:
+        yield
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        raise_with_advice(error, advice)
+
+
 def readable_size(n: int) -> str:
     """Bytes as GiB with one decimal, or as whole MiB below 1 GiB."""
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{round(n / 2**20)} MiB"

@@ -20,10 +20,9 @@ from .handles import PromptEmbeds, TextEncoderHandle, TransformerHandle, VAEHand
 from .memory import (
     FP8,
     MemoryPolicy,
-    is_out_of_memory,
+    advise_on_out_of_memory,
     on_device,
     param_bytes,
-    raise_with_advice,
     readable_size,
     sampling_needs,
     transformer_placement,
@@ -40,16 +39,11 @@ def encode_prompts(
 
     ``negative=None`` (a run without CFG, which never reads it) skips its encoder pass; the prompt's own
     embeddings stand in for it."""
-    try:
-        with ExitStack() as stack:
-            for module in te.encoder.modules():
-                stack.enter_context(on_device(module, device, offload, te.memory))
-            pos = te.encoder.encode([prompt], device=device)
-            neg = pos if negative is None else te.encoder.encode([negative], device=device)
-    except Exception as error:
-        if not is_out_of_memory(error):
-            raise
-        raise_with_advice(error, lambda: encoder_out_of_memory_advice(te, device))
+    with advise_on_out_of_memory(lambda: encoder_out_of_memory_advice(te, device)), ExitStack() as stack:
+        for module in te.encoder.modules():
+            stack.enter_context(on_device(module, device, offload, te.memory))
+        pos = te.encoder.encode([prompt], device=device)
+        neg = pos if negative is None else te.encoder.encode([negative], device=device)
     cpu = torch.device("cpu")
     return PromptEmbeds(pos.to(cpu), neg.to(cpu), te.encoder.kind)
 
@@ -105,36 +99,32 @@ def run_sampler(
     model = handle.model
     model.set_attention_backend(handle.attention)
     lora_store = offload if handle.memory.offloads else device  # where converted LoRA tensors wait between runs
-    try:
-        with (
-            transformer_placement(model, device, offload, handle.memory) as run_blocks,
-            lora.applied(model, handle.loras, device, handle.dtype, store=lora_store, streamed=streamed_layer(handle)),
-            ops.fp8_matmul_enabled(model, handle.fp8_matmul, device),
-        ):
-            latents = sample(
-                model,
-                sched,
-                embeds.positive,
-                embeds.negative,
-                noise,
-                steps=steps,
-                cfg=cfg,
-                guidance_rescale=guidance_rescale,
-                denoise=denoise,
-                cond=cond,
-                generator=generator,
-                device=device,
-                dtype=handle.dtype,
-                progress=progress,
-                should_stop=should_stop,
-                run_blocks=compiled_blocks(handle, run_blocks),
-                teacache=teacache,
-                stats=stats,
-            )
-    except Exception as error:
-        if not is_out_of_memory(error):
-            raise
-        raise_with_advice(error, lambda: out_of_memory_advice(handle, latent_shape, device))
+    with (
+        advise_on_out_of_memory(lambda: out_of_memory_advice(handle, latent_shape, device)),
+        transformer_placement(model, device, offload, handle.memory) as run_blocks,
+        lora.applied(model, handle.loras, device, handle.dtype, store=lora_store, streamed=streamed_layer(handle)),
+        ops.fp8_matmul_enabled(model, handle.fp8_matmul, device),
+    ):
+        latents = sample(
+            model,
+            sched,
+            embeds.positive,
+            embeds.negative,
+            noise,
+            steps=steps,
+            cfg=cfg,
+            guidance_rescale=guidance_rescale,
+            denoise=denoise,
+            cond=cond,
+            generator=generator,
+            device=device,
+            dtype=handle.dtype,
+            progress=progress,
+            should_stop=should_stop,
+            run_blocks=compiled_blocks(handle, run_blocks),
+            teacache=teacache,
+            stats=stats,
+        )
     return latents.cpu()
 
 
